@@ -1,0 +1,253 @@
+"""Gradient checks: compare a hand-written backward pass with central finite differences.
+
+For a layer out = f(x) and a random upstream gradient dout, the backward pass claims
+dx = d(sum(out * dout))/dx. Nudging one element of x by +-h gives the same number numerically:
+    dx[i] ~ sum((f(x + h e_i) - f(x - h e_i)) * dout) / (2h)        (error O(h^2))
+Always check in float64: float32's rounding alone gives relative errors around 1e-3.
+
+Used by the tests, the notebooks and `python -m numpygpt gradcheck`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import layers as L
+
+THRESHOLD = 1e-7  # max relative error a correct layer stays under in float64
+
+
+def rel_error(a, b):
+    """Max over elements of |a - b| / max(1e-8, |a| + |b|): ~1e-8 or smaller means agreement."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def numerical_gradient(f, x, dout, h=1e-5):
+    """Central-difference gradient of sum(f() * dout) with respect to the array x.
+
+    f takes no arguments and reads x (which we nudge in place, then restore exactly).
+    Returns an array shaped like x.
+    """
+    grad = np.zeros(x.shape, dtype=np.float64)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + h
+        plus = np.asarray(f(), dtype=np.float64)
+        x[i] = old - h
+        minus = np.asarray(f(), dtype=np.float64)
+        x[i] = old
+        grad[i] = np.sum((plus - minus) * dout) / (2 * h)
+    return grad
+
+
+def check_layer(forward, backward, args, wrt, rng=None, h=1e-5, zero_grad=None):
+    """Check every gradient of a forward/backward pair.
+
+    Inputs:
+    - forward: called as forward(*args.values()), returns (out, cache)
+    - backward: called as backward(dout, cache), returns the gradients of the arrays named
+      in `wrt`, in that order (a single array when there is one)
+    - args: dict name -> argument, in the forward's order (arrays are float64 for a check)
+    - wrt: names of the arguments that get gradients
+    - rng: Generator for the random upstream gradient dout
+    - zero_grad: optional dict name -> boolean mask of elements whose gradient the layer must
+      report as zero, where finite differences cannot tell: the padding row of an embedding
+      (zero by convention), or the key bias of attention (zero in exact arithmetic, since
+      softmax ignores a shift shared by all scores, but ~1e-11 of rounding noise numerically).
+      There the error reported is the largest |analytic| value (absolute), elsewhere relative.
+
+    Returns a dict name -> max relative error between analytic and numerical gradients.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    values = list(args.values())
+    out, cache = forward(*values)
+    dout = rng.standard_normal(np.shape(out))  # random, so no error can hide behind a symmetry
+    grads = backward(dout if np.ndim(out) else float(dout), cache)
+    if len(wrt) == 1:
+        grads = (grads,)
+    if len(grads) != len(wrt):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(wrt)} inputs")
+    errors = {}
+    for name, analytic in zip(wrt, grads, strict=True):
+        x = args[name]
+        if np.shape(analytic) != x.shape:
+            raise ValueError(f"gradient of {name} has shape {np.shape(analytic)}, not {x.shape}")
+        numeric = numerical_gradient(lambda: forward(*values)[0], x, dout, h)
+        if zero_grad and name in zero_grad:
+            # compare the rest as usual; here the analytic gradient must be zero (absolute)
+            masked = zero_grad[name]
+            leak = float(np.max(np.abs(analytic[masked]), initial=0.0))
+            rest = ~masked
+            errors[name] = max(rel_error(analytic[rest], numeric[rest]), leak)
+        else:
+            errors[name] = rel_error(analytic, numeric)
+    return errors
+
+
+# --- the suite of layer checks used by the tests and the CLI ------------------------------
+
+
+@dataclass
+class GradCase:
+    """One gradient check: a layer on one set of shapes."""
+
+    layer: str
+    label: str  # what is special about these inputs
+    forward: Callable
+    backward: Callable
+    args: dict
+    wrt: list
+    zero_grad: dict = field(default_factory=dict)  # see check_layer
+    threshold: float = THRESHOLD
+
+    def run(self, seed=0):
+        """Returns {tensor name: max relative error}."""
+        return check_layer(self.forward, self.backward, self.args, self.wrt,
+                           rng=np.random.default_rng(seed), zero_grad=self.zero_grad)
+
+
+def _fixed_rng(seed):
+    """A fresh Generator per call: every forward call draws the same dropout mask."""
+    return lambda: np.random.default_rng(seed)
+
+
+def key_bias_mask(C):
+    """Marks the key part of c_attn's bias (3C,): q.(k + b_k) = q.k + q.b_k shifts every score
+    of a query row by the same amount, which softmax ignores, so its true gradient is 0."""
+    mask = np.zeros(3 * C, dtype=bool)
+    mask[C:2 * C] = True
+    return mask
+
+
+def layer_cases(seed=0):
+    """Gradient checks for every layer, on shapes that catch the usual bugs: B=1 and B>1,
+    T=1 and T>1, one head and several, duplicate token ids, ignored targets, random
+    layer-norm gains and biases (ones and zeros would hide mistakes). All float64.
+    """
+    rng = np.random.default_rng(seed)
+
+    def r(*shape, scale=1.0):
+        return rng.standard_normal(shape) * scale
+
+    cases = []
+
+    # token embedding: repeated ids must accumulate; the padding row gets nothing
+    V, C = 7, 4
+    for label, idx, pad in [
+        ("B=1 T=1", np.array([[3]]), None),
+        ("B=2 T=5 duplicate ids", np.array([[1, 2, 2, 5, 1], [6, 1, 0, 2, 2]]), None),
+        ("padding_idx=0", np.array([[0, 2, 0], [2, 0, 4]]), 0),
+    ]:
+        cases.append(GradCase(
+            "embedding", label,
+            lambda idx, wte, pad=pad: L.embedding_forward(idx, wte, padding_idx=pad),
+            L.embedding_backward, {"idx": idx, "wte": r(V, C)}, ["wte"],
+            zero_grad={} if pad is None else {"wte": np.arange(V) == pad}))
+
+    # positional encodings
+    for label, (B, T) in [("B=1 T=1", (1, 1)), ("B=2 T=3", (2, 3))]:
+        cases.append(GradCase(
+            "learned_positional", label, L.learned_positional_forward,
+            L.learned_positional_backward, {"x": r(B, T, C), "wpe": r(5, C)}, ["x", "wpe"]))
+    cases.append(GradCase(
+        "sinusoidal_positional", "B=2 T=3 C=5 (odd)", L.sinusoidal_positional_forward,
+        L.sinusoidal_positional_backward, {"x": r(2, 3, 5)}, ["x"]))
+
+    # linear, any number of leading dims
+    for label, xshape in [("x (1, 1, 4)", (1, 1, 4)), ("x (2, 3, 4)", (2, 3, 4)),
+                          ("x (4,)", (4,))]:
+        cases.append(GradCase(
+            "linear", label, L.linear_forward, L.linear_backward,
+            {"x": r(*xshape), "w": r(4, 5), "b": r(5)}, ["x", "w", "b"]))
+
+    # layer norm with random gains and biases, inputs off-centre and scaled
+    for label, xshape in [("B=1 T=1", (1, 1, 6)), ("B=2 T=3", (2, 3, 6))]:
+        cases.append(GradCase(
+            "layernorm", label, L.layernorm_forward, L.layernorm_backward,
+            {"x": r(*xshape, scale=3.0) + 1.5, "w": r(6), "b": r(6)}, ["x", "w", "b"]))
+
+    # GELU over its interesting range (both tails and the bend near 0)
+    cases.append(GradCase("gelu", "x in [-5, 5]", L.gelu_forward, L.gelu_backward,
+                          {"x": r(2, 3, 8, scale=2.5)}, ["x"]))
+
+    # MLP
+    for label, (B, T) in [("B=1 T=1", (1, 1)), ("B=2 T=3", (2, 3))]:
+        cases.append(GradCase(
+            "mlp", label, L.mlp_forward, L.mlp_backward,
+            {"x": r(B, T, 4), "w_fc": r(4, 16, scale=0.5), "b_fc": r(16, scale=0.5),
+             "w_proj": r(16, 4, scale=0.5), "b_proj": r(4)},
+            ["x", "w_fc", "b_fc", "w_proj", "b_proj"]))
+
+    # attention: vectorised and loop reference, with and without attention dropout
+    att_wrt = ["x", "w_attn", "b_attn", "w_proj", "b_proj"]
+    for (fwd, bwd, name) in [(L.attention_forward, L.attention_backward, "attention"),
+                             (L.attention_reference_forward, L.attention_reference_backward,
+                              "attention_reference")]:
+        for label, (B, T, C, nh, p) in [
+            ("B=1 T=1 nh=1", (1, 1, 4, 1, 0.0)),
+            ("B=2 T=4 nh=1", (2, 4, 4, 1, 0.0)),
+            ("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
+            ("B=1 T=5 nh=4 dropout 0.3", (1, 5, 8, 4, 0.3)),
+        ]:
+            new_rng = _fixed_rng(seed + 1)
+            cases.append(GradCase(
+                name, label,
+                lambda *a, fwd=fwd, nh=nh, p=p, new_rng=new_rng: fwd(
+                    *a, n_head=nh, attn_pdrop=p, rng=new_rng()),
+                bwd,
+                {"x": r(B, T, C), "w_attn": r(C, 3 * C, scale=0.5), "b_attn": r(3 * C, scale=0.5),
+                 "w_proj": r(C, C, scale=0.5), "b_proj": r(C)},
+                att_wrt,
+                zero_grad={"b_attn": key_bias_mask(C)}))
+
+    # dropout with a fixed mask, and p = 0 (the identity)
+    for label, p in [("p=0.5", 0.5), ("p=0", 0.0)]:
+        new_rng = _fixed_rng(seed + 2)
+        cases.append(GradCase(
+            "dropout", label,
+            lambda x, p=p, new_rng=new_rng: L.dropout_forward(x, p, new_rng()),
+            L.dropout_backward, {"x": r(2, 3, 4)}, ["x"]))
+
+    # softmax cross-entropy: plain, with ignored targets, one row
+    V = 6
+    for label, targets in [
+        ("B=1 T=1", np.array([[2]])),
+        ("B=2 T=3", np.array([[0, 5, 2], [3, 3, 1]])),
+        ("ignored targets (-1)", np.array([[0, -1, 2], [-1, 3, -1]])),
+    ]:
+        cases.append(GradCase(
+            "cross_entropy", label,
+            lambda logits, targets: L.softmax_cross_entropy_forward(logits, targets),
+            L.softmax_cross_entropy_backward,
+            {"logits": r(*targets.shape, V, scale=2.0), "targets": targets}, ["logits"]))
+    return cases
+
+
+def run_layer_checks(seed=0):
+    """Run every layer check. Returns rows (layer, label, tensor, max rel error, threshold)."""
+    rows = []
+    for case in layer_cases(seed):
+        for name, err in case.run(seed).items():
+            rows.append((case.layer, case.label, name, err, case.threshold))
+    return rows
+
+
+def format_table(rows):
+    """A plain-text table of gradient-check rows; marks the ones above their threshold."""
+    lines = [f"{'layer':<22} {'case':<26} {'tensor':<8} {'max rel err':>11} {'threshold':>9}",
+             "-" * 81]
+    for layer, label, name, err, thr in rows:
+        flag = "" if err <= thr else "  FAIL"
+        lines.append(f"{layer:<22} {label:<26} {name:<8} {err:11.2e} {thr:9.0e}{flag}")
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""Causal multi-head self-attention, as in GPT-2.
+
+    qkv = x @ w_attn + b_attn                      split into q, k, v and into nh heads
+    att = softmax(q k^T / sqrt(hs) + mask)         mask: -inf above the diagonal (no peeking ahead)
+    y   = att @ v                                  merge the heads back into C channels
+    out = y @ w_proj + b_proj
+
+Two implementations that compute the same numbers:
+- `attention_forward` / `attention_backward`: vectorised, batched matmuls over (B, nh, T, hs).
+  This is the hot path used for training.
+- `attention_reference_forward` / `attention_reference_backward`: plain loops over batch, head
+  and time step, one query at a time. Slow, but each line is one idea; read this one first.
+
+The mask is additive with -inf, so exp() makes the masked probabilities exactly 0 (every row
+keeps at least its diagonal entry, so no row is all -inf).
+
+Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size.
+"""
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import check_float, check_same_dtype
+from .dropout import dropout_forward
+from .linear import linear_backward, linear_forward
+
+
+class AttentionCache(NamedTuple):
+    """What the backward pass needs. `probs` (B, nh, T, T) is also handy for plotting."""
+
+    qkv_cache: tuple  # linear cache of the qkv projection (x, w_attn)
+    q: np.ndarray  # (B, nh, T, hs)
+    k: np.ndarray  # (B, nh, T, hs)
+    v: np.ndarray  # (B, nh, T, hs)
+    probs: np.ndarray  # (B, nh, T, T) softmax output, before dropout
+    drop_mask: np.ndarray | None  # (B, nh, T, T) scaled keep-mask, None without dropout
+    proj_cache: tuple  # linear cache of the output projection (y, w_proj)
+
+
+def _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head):
+    for name, a in (("x", x), ("w_attn", w_attn), ("b_attn", b_attn),
+                    ("w_proj", w_proj), ("b_proj", b_proj)):
+        check_float(name, a)
+    check_same_dtype(x=x, w_attn=w_attn, b_attn=b_attn, w_proj=w_proj, b_proj=b_proj)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (B, T, C), got {x.shape}")
+    C = x.shape[2]
+    if not isinstance(n_head, (int, np.integer)) or n_head <= 0:
+        raise ValueError(f"n_head must be a positive integer, got {n_head!r}")
+    if C % n_head != 0:
+        raise ValueError(f"n_embd={C} is not divisible by n_head={n_head}")
+    expected = {"w_attn": (C, 3 * C), "b_attn": (3 * C,), "w_proj": (C, C), "b_proj": (C,)}
+    for name, a in (("w_attn", w_attn), ("b_attn", b_attn), ("w_proj", w_proj),
+                    ("b_proj", b_proj)):
+        if a.shape != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} for C={C}, got {a.shape}")
+
+
+@functools.lru_cache(maxsize=16)
+def causal_mask(T, dtype=np.float32):
+    """Additive mask (T, T): 0 on and below the diagonal, -inf above (the future)."""
+    mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
+    mask.flags.writeable = False  # shared between calls: nobody may change it
+    return mask
+
+
+def _split_qkv(x, w_attn, b_attn, n_head):
+    """Project x to q, k, v and split the heads. Returns (q, k, v, linear cache)."""
+    B, T, C = x.shape
+    hs = C // n_head
+    qkv, qkv_cache = linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
+    qkv = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+    return qkv[0], qkv[1], qkv[2], qkv_cache
+
+
+def _merge_qkv_grads(dq, dk, dv):
+    """Inverse of the split: (B, nh, T, hs) x 3 -> (B, T, 3C)."""
+    B, nh, T, hs = dq.shape
+    dqkv = np.stack([dq, dk, dv])  # (3, B, nh, T, hs)
+    return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs)  # (B, T, 3C)
+
+
+def _draw_dropout(probs_shape, attn_pdrop, rng, dtype):
+    """The attention-dropout mask, drawn the same way by both implementations."""
+    if attn_pdrop == 0.0:
+        return None
+    _, mask = dropout_forward(np.ones(probs_shape, dtype=dtype), attn_pdrop, rng)
+    return mask  # (B, nh, T, T), 0 or 1/(1-p)
+
+
+# --- vectorised (hot path) ---------------------------------------------------------------
+
+
+def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0, rng=None):
+    """Causal multi-head self-attention, vectorised over batch and heads.
+
+    Inputs:
+    - x: (B, T, C)
+    - w_attn: (C, 3C), b_attn: (3C,)  ("c_attn": q, k, v side by side)
+    - w_proj: (C, C), b_proj: (C,)    ("c_proj")
+    - n_head: number of heads nh; C must be divisible by it
+    - attn_pdrop: dropout probability on the attention probabilities; rng draws its mask
+
+    Returns (out, cache):
+    - out: (B, T, C)
+    - cache: AttentionCache; cache.probs (B, nh, T, T) are the attention probabilities
+    """
+    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
+    B, T, C = x.shape
+    hs = C // n_head
+    q, k, v, qkv_cache = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T, hs) each
+
+    att = q @ k.swapaxes(-1, -2)  # (B, nh, T, T) scores
+    att *= x.dtype.type(1.0 / np.sqrt(hs))  # scale so the scores have unit variance
+    att += causal_mask(T, x.dtype)  # in place: -inf where s > t
+    att -= att.max(axis=-1, keepdims=True)  # softmax, stable: subtract the row max
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)  # (B, nh, T, T) probs
+
+    drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, x.dtype)
+    att_used = att if drop_mask is None else att * drop_mask
+    y = att_used @ v  # (B, nh, T, hs)
+    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C) heads side by side
+    out, proj_cache = linear_forward(y, w_proj, b_proj)  # (B, T, C)
+    return out, AttentionCache(qkv_cache, q, k, v, att, drop_mask, proj_cache)
+
+
+def attention_backward(dout, cache):
+    """Backward of attention_forward.
+
+    The softmax backward for one row p = softmax(s), with upstream dp:
+        ds = p * (dp - sum(dp * p))
+    Masked entries have p = 0, so they receive exactly zero gradient.
+
+    Returns (dx, dw_attn, db_attn, dw_proj, db_proj).
+    """
+    qkv_cache, q, k, v, att, drop_mask, proj_cache = cache
+    B, nh, T, hs = q.shape
+    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)  # (B, T, C)
+    dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+
+    att_used = att if drop_mask is None else att * drop_mask
+    dv = att_used.swapaxes(-1, -2) @ dy  # (B, nh, T, hs)
+    datt = dy @ v.swapaxes(-1, -2)  # (B, nh, T, T)
+    if drop_mask is not None:
+        datt *= drop_mask
+    # softmax backward, then the 1/sqrt(hs) scale
+    datt -= (datt * att).sum(axis=-1, keepdims=True)
+    datt *= att
+    datt *= q.dtype.type(1.0 / np.sqrt(hs))  # (B, nh, T, T) gradient of the raw scores q k^T
+    dq = datt @ k  # (B, nh, T, hs)
+    dk = datt.swapaxes(-1, -2) @ q  # (B, nh, T, hs)
+
+    dqkv = _merge_qkv_grads(dq, dk, dv)  # (B, T, 3C)
+    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    return dx, dw_attn, db_attn, dw_proj, db_proj
+
+
+# --- loop reference (for teaching and tests) ---------------------------------------------
+
+
+def attention_reference_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0,
+                                rng=None):
+    """Same contract and numbers as attention_forward, written with loops over b, h and t.
+
+    For each query position t only keys 0..t are looked at, which *is* the causal mask.
+    """
+    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
+    B, T, C = x.shape
+    hs = C // n_head
+    scale = 1.0 / np.sqrt(hs)
+    q, k, v, qkv_cache = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T, hs) each
+    drop_mask = _draw_dropout((B, n_head, T, T), attn_pdrop, rng, x.dtype)
+
+    probs = np.zeros((B, n_head, T, T), dtype=x.dtype)  # the future stays exactly 0
+    y = np.zeros((B, n_head, T, hs), dtype=x.dtype)
+    for b in range(B):
+        for h in range(n_head):
+            for t in range(T):
+                scores = (k[b, h, : t + 1] @ q[b, h, t]) * scale  # (t+1,) past and present
+                p = np.exp(scores - scores.max())
+                p /= p.sum()  # softmax over the t+1 visible keys
+                probs[b, h, t, : t + 1] = p
+                if drop_mask is not None:
+                    p = p * drop_mask[b, h, t, : t + 1]
+                y[b, h, t] = p @ v[b, h, : t + 1]  # weighted sum of the values, (hs,)
+    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
+    out, proj_cache = linear_forward(y, w_proj, b_proj)
+    return out, AttentionCache(qkv_cache, q, k, v, probs, drop_mask, proj_cache)
+
+
+def attention_reference_backward(dout, cache):
+    """Backward of attention_reference_forward, one query at a time.
+
+    Returns (dx, dw_attn, db_attn, dw_proj, db_proj).
+    """
+    qkv_cache, q, k, v, probs, drop_mask, proj_cache = cache
+    B, nh, T, hs = q.shape
+    scale = 1.0 / np.sqrt(hs)
+    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)  # (B, T, C)
+    dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+    dq = np.zeros_like(q)
+    dk = np.zeros_like(k)
+    dv = np.zeros_like(v)
+    for b in range(B):
+        for h in range(nh):
+            for t in range(T):
+                p = probs[b, h, t, : t + 1]  # (t+1,)
+                keep = 1.0 if drop_mask is None else drop_mask[b, h, t, : t + 1]
+                # y_t = sum_s (p_s * keep_s) v_s
+                dv[b, h, : t + 1] += np.outer(p * keep, dy[b, h, t])
+                dp = (v[b, h, : t + 1] @ dy[b, h, t]) * keep  # (t+1,)
+                ds = p * (dp - dp @ p) * scale  # softmax backward, then the scale
+                dq[b, h, t] = ds @ k[b, h, : t + 1]
+                dk[b, h, : t + 1] += np.outer(ds, q[b, h, t])
+    dqkv = _merge_qkv_grads(dq, dk, dv)  # (B, T, 3C)
+    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    return dx, dw_attn, db_attn, dw_proj, db_proj

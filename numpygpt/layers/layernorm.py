@@ -1,0 +1,67 @@
+"""Layer normalisation over the channel dimension (GPT-2: biased variance, eps = 1e-5).
+
+    mean = mean(x),  var = mean((x - mean)^2),  rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd,   y = w * xhat + b
+
+Shapes: N any leading dimensions (e.g. B, T), C channels.
+"""
+
+import numpy as np
+
+from ._checks import check_float, check_same_dtype
+
+EPS = 1e-5
+
+
+def layernorm_forward(x, w, b, eps=EPS):
+    """Normalise every vector x[..., :] to zero mean and unit variance, then scale and shift.
+
+    Inputs:
+    - x: (..., C)
+    - w: (C,) gain
+    - b: (C,) bias
+
+    Returns (out, cache):
+    - out: (..., C)
+    - cache keeps x, w, mean and rstd (xhat is cheap to recompute)
+    """
+    check_float("x", x)
+    check_float("w", w)
+    check_float("b", b)
+    check_same_dtype(x=x, w=w, b=b)
+    C = x.shape[-1] if x.ndim else 0
+    if w.shape != (C,) or b.shape != (C,):
+        raise ValueError(
+            f"layer-norm weight and bias must have shape ({C},) for x {x.shape}, "
+            f"got {w.shape} and {b.shape}"
+        )
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean  # (..., C)
+    var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1) biased variance
+    rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))  # (..., 1)
+    xc *= rstd  # xhat, in place
+    out = xc * w + b  # (..., C)
+    cache = (x, w, mean, rstd)
+    return out, cache
+
+
+def layernorm_backward(dout, cache):
+    """Backward of y = w * xhat + b.
+
+    With g = dout * w (the gradient reaching xhat), the chain rule through mean and rstd gives
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+    (means over the C channels): the two subtractions remove the parts of g that
+    would change the mean and the variance, which normalisation throws away.
+
+    Returns (dx, dw, db): shapes of x, w, b.
+    """
+    x, w, mean, rstd = cache
+    C = x.shape[-1]
+    xhat = (x - mean) * rstd  # (..., C)
+    dw = (dout * xhat).reshape(-1, C).sum(axis=0)  # (C,)
+    db = dout.reshape(-1, C).sum(axis=0)  # (C,)
+    g = dout * w  # (..., C)
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx, dw, db

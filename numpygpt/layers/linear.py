@@ -1,0 +1,53 @@
+"""Linear (fully connected) layer: y = x @ w + b, with w stored (in, out) as in GPT-2 checkpoints.
+
+Shapes: N any number of leading dimensions (e.g. B, T), Din inputs, Dout outputs.
+"""
+
+import numpy as np
+
+from ._checks import check_float, check_last_dim, check_same_dtype
+
+
+def linear_forward(x, w, b):
+    """Apply an affine map to the last dimension of x.
+
+    Inputs:
+    - x: (..., Din), any number of leading dimensions
+    - w: (Din, Dout)
+    - b: (Dout,)
+
+    Returns (out, cache):
+    - out: (..., Dout)
+    """
+    check_float("x", x)
+    check_float("w", w)
+    check_float("b", b)
+    check_same_dtype(x=x, w=w, b=b)
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (in, out), got shape {w.shape}")
+    Din, Dout = w.shape
+    check_last_dim("x", x, Din, "the input size of w")
+    if b.shape != (Dout,):
+        raise ValueError(f"b must have shape ({Dout},) to match w {w.shape}, got {b.shape}")
+    # One big GEMM over all rows is much faster than NumPy's loop over a batch dimension.
+    x2 = x.reshape(-1, Din)  # (N, Din)
+    out = x2 @ w  # (N, Dout)
+    out += b
+    cache = (x, w)
+    return out.reshape(*x.shape[:-1], Dout), cache
+
+
+def linear_backward(dout, cache):
+    """Backward of y = x @ w + b.
+
+        dx = dy @ w.T     dw = x.T @ dy (summed over all rows)     db = sum of dy over rows
+
+    Returns (dx, dw, db) with the shapes of x, w, b.
+    """
+    x, w = cache
+    Din, Dout = w.shape
+    dout2 = dout.reshape(-1, Dout)  # (N, Dout)
+    dx = (dout2 @ w.T).reshape(x.shape)  # (..., Din)
+    dw = x.reshape(-1, Din).T @ dout2  # (Din, Dout)
+    db = dout2.sum(axis=0)  # (Dout,)
+    return dx, dw, db
