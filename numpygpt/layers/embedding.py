@@ -24,7 +24,7 @@ def embedding_forward(idx, wte, padding_idx=None):
     Inputs:
     - idx: integer token ids of any shape, e.g. (B, T), each in [0, V)
     - wte: embedding table of shape (V, C)
-    - padding_idx: optional id whose row gets no gradient (like torch's nn.Embedding(padding_idx=...))
+    - padding_idx: optional id whose row gets no gradient (as nn.Embedding(padding_idx=...))
 
     Returns (out, cache):
     - out: idx.shape + (C,), same dtype as wte

@@ -3,7 +3,6 @@
 Shapes: N any number of leading dimensions (e.g. B, T), Din inputs, Dout outputs.
 """
 
-import numpy as np
 
 from ._checks import check_float, check_last_dim, check_same_dtype
 
