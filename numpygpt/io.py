@@ -4,6 +4,7 @@ We write to a temporary file in the same folder, flush it to disk, then os.repla
 the target (an atomic rename on POSIX and Windows). A crash mid-write leaves the old file intact.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -12,14 +13,27 @@ from pathlib import Path
 import numpy as np
 
 
-def atomic_write_bytes(path, data):
-    """Write bytes to `path` atomically (creating parent folders)."""
+def _default_mode():
+    """Permissions a plain open() would give a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_open(path):
+    """Open a temp file beside `path` for binary writing; on success it replaces `path`.
+
+    with atomic_open("out/ckpt.npz") as f:
+        f.write(...)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _default_mode())  # mkstemp makes it 0600; give it a normal file's mode
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -27,6 +41,12 @@ def atomic_write_bytes(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Write bytes to `path` atomically (creating parent folders)."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path, text):
@@ -45,16 +65,5 @@ def atomic_save_npz(path, arrays):
     for name, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; only plain numeric arrays are saved")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        np.savez(f, **arrays)
