@@ -31,23 +31,32 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
-def numerical_gradient(f, x, dout, h=1e-5):
+def numerical_gradient(f, x, dout, h=1e-5, order=2):
     """Central-difference gradient of sum(f() * dout) with respect to the array x.
 
     f takes no arguments and reads x (which we nudge in place, then restore exactly).
+    order=2 is the textbook (f(x+h) - f(x-h)) / 2h, error O(h^2). order=4 is the five-point
+    stencil (8(f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h, error O(h^4): it allows a
+    larger h, so float64 rounding in f (about 1e-16 |f| / h) hurts less; the whole-model
+    check needs that to resolve its smallest gradient entries.
     Returns an array shaped like x.
     """
-    grad = np.zeros(x.shape, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    for _ in it:
-        i = it.multi_index
+    if order not in (2, 4):
+        raise ValueError(f"order must be 2 or 4, got {order}")
+
+    def g(step):  # sum(f(x + step e_i) * dout), with x[i] restored afterwards
         old = x[i]
-        x[i] = old + h
-        plus = np.asarray(f(), dtype=np.float64)
-        x[i] = old - h
-        minus = np.asarray(f(), dtype=np.float64)
+        x[i] = old + step
+        value = np.sum(np.asarray(f(), dtype=np.float64) * dout)
         x[i] = old
-        grad[i] = np.sum((plus - minus) * dout) / (2 * h)
+        return value
+
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        if order == 2:
+            grad[i] = (g(h) - g(-h)) / (2 * h)
+        else:
+            grad[i] = (8 * (g(h) - g(-h)) - (g(2 * h) - g(-2 * h))) / (12 * h)
     return grad
 
 
@@ -251,3 +260,72 @@ def format_table(rows):
         flag = "" if err <= thr else "  FAIL"
         lines.append(f"{layer:<22} {label:<26} {name:<8} {err:11.2e} {thr:9.0e}{flag}")
     return "\n".join(lines)
+
+
+# --- the whole model ----------------------------------------------------------------------
+
+
+def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
+    """Gradient check of every parameter of a GPT (use a float64 model with tiny sizes).
+
+    Each forward draws its dropout masks from a fresh Generator with the same seed, so every
+    finite-difference evaluation sees the same masks as the analytic backward.
+
+    Returns a dict parameter name -> max relative error.
+    """
+    def loss():
+        return model.forward(idx, targets, rng=np.random.default_rng(dropout_seed))[1]
+
+    loss()
+    grads = model.backward()
+    C = model.config.n_embd
+    errors = {}
+    for name, param in model.params.items():
+        numeric = numerical_gradient(loss, param, 1.0, h, order)
+        if name.endswith("attn.c_attn.bias"):  # key bias: see key_bias_mask
+            mask = key_bias_mask(C)
+            errors[name] = max(rel_error(grads[name][~mask], numeric[~mask]),
+                               float(np.max(np.abs(grads[name][mask]))))
+        else:
+            errors[name] = rel_error(grads[name], numeric)
+    return errors
+
+
+def model_cases():
+    """Whole-model checks: (label, config kwargs, batch shape, ignored targets?)."""
+    base = dict(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8)
+    return [
+        ("learned positions", {**base}, (2, 4), False),
+        ("sinusoidal positions", {**base, "pos_encoding": "sinusoidal"}, (2, 4), False),
+        ("dropout 0.2 (fixed mask)", {**base, "dropout": 0.2}, (2, 4), False),
+        ("ignored targets", {**base}, (2, 4), True),
+        ("B=1 T=1 n_head=1", {**base, "n_head": 1, "n_layer": 1}, (1, 1), False),
+    ]
+
+
+def run_model_checks(seed=0):
+    """Run every whole-model check. Returns rows (label, param, max rel error, threshold)."""
+    from .model import GPT, GPTConfig  # here, not at the top: the model imports the layers
+
+    rows = []
+    for label, kwargs, (B, T), ignore in model_cases():
+        model = GPT(GPTConfig(**kwargs), seed=seed, dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        # random gains and biases: ones and zeros would hide mistakes
+        for name, p in model.params.items():
+            if p.ndim == 1:
+                p[...] = rng.standard_normal(p.shape) * 0.5 + (1.0 if "ln" in name and
+                                                               name.endswith("weight") else 0)
+            else:
+                p *= 10  # larger weights than the 0.02 init, so every path matters
+        idx = rng.integers(0, model.config.vocab_size, (B, T))
+        idx[0, 0] = idx[-1, -1]  # a duplicate id, so the lookup must accumulate
+        targets = rng.integers(0, model.config.vocab_size, (B, T))
+        if ignore:
+            targets[0, 1] = targets[-1, 0] = -1
+        for name, err in check_model(model, idx, targets, dropout_seed=seed + 1).items():
+            rows.append(("GPT " + label, name, err, MODEL_THRESHOLD))
+    return rows
+
+
+MODEL_THRESHOLD = 1e-6  # whole model: more layers in the chain, a little more rounding

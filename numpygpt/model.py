@@ -1,0 +1,359 @@
+"""The GPT: token + position embeddings, a stack of pre-LayerNorm transformer blocks, a final
+layer norm and a language-model head tied to the token embedding (GPT-2's architecture).
+
+    x = wte[idx] + pos                                    (B, T, C)
+    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    logits = ln_f(x) @ wte.T                              (B, T, V)
+
+Every gradient comes from the layers' own backward passes; the model only chains them and adds
+up the contributions where a tensor is used twice (the residual stream and the tied wte).
+
+Shapes: B batch, T time, C channels (n_embd), V vocabulary, nh heads, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import layers as Lr
+
+POS_ENCODINGS = ("learned", "sinusoidal")
+
+
+@dataclass
+class GPTConfig:
+    """The model's hyperparameters (nanoGPT's names)."""
+
+    vocab_size: int = 65
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    pos_encoding: str = "learned"  # or "sinusoidal"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, "
+                             f"got {self.pos_encoding!r}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build a config from a dict (e.g. a checkpoint's), refusing unknown keys."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def param_shapes(cfg):
+    """Name -> shape of every parameter, in GPT-2's names and (in, out) weight layout."""
+    C, V = cfg.n_embd, cfg.vocab_size
+    shapes = {"wte.weight": (V, C)}
+    if cfg.pos_encoding == "learned":
+        shapes["wpe.weight"] = (cfg.block_size, C)
+    for i in range(cfg.n_layer):
+        p = f"h.{i}."
+        shapes.update({
+            p + "ln_1.weight": (C,), p + "ln_1.bias": (C,),
+            p + "attn.c_attn.weight": (C, 3 * C), p + "attn.c_attn.bias": (3 * C,),
+            p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
+            p + "ln_2.weight": (C,), p + "ln_2.bias": (C,),
+            p + "mlp.c_fc.weight": (C, 4 * C), p + "mlp.c_fc.bias": (4 * C,),
+            p + "mlp.c_proj.weight": (4 * C, C), p + "mlp.c_proj.bias": (C,),
+        })
+    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+    return shapes
+
+
+def init_params(cfg, rng, dtype=np.float32):
+    """GPT-2 initialisation: N(0, 0.02) for weights and embeddings, with the residual
+    projections (c_proj) scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does
+    not grow with depth; biases 0; layer-norm gains 1."""
+    params = {}
+    resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    for name, shape in param_shapes(cfg).items():
+        if ".ln_" in name or name.startswith("ln_"):
+            value = np.ones(shape) if name.endswith("weight") else np.zeros(shape)
+        elif name.endswith("bias"):
+            value = np.zeros(shape)
+        else:
+            std = resid_std if name.endswith("c_proj.weight") else 0.02
+            value = rng.normal(0.0, std, size=shape)
+        params[name] = value.astype(dtype)
+    return params
+
+
+def check_idx(idx, cfg, name="idx"):
+    """Raise TypeError/ValueError unless idx is an integer (B, T) array with T <= block_size
+    and ids in [0, vocab_size)."""
+    if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer):
+        got = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
+        raise TypeError(f"{name} must be an integer numpy array of token ids, got {got}")
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (B, T) with T >= 1, got {idx.shape}")
+    if idx.shape[1] > cfg.block_size:
+        raise ValueError(f"sequence length T={idx.shape[1]} exceeds block_size={cfg.block_size}")
+    Lr.check_token_ids(idx, cfg.vocab_size, name)
+
+
+class GPT:
+    """A GPT-2-style language model with hand-written backward passes.
+
+    model = GPT(cfg, seed=0, dtype=np.float32)
+    logits, loss = model.forward(idx, targets)   # loss is None without targets
+    grads = model.backward()                     # dict with the keys of model.params
+    """
+
+    def __init__(self, config, seed=0, dtype=np.float32):
+        if not isinstance(config, GPTConfig):
+            raise TypeError("config must be a GPTConfig")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.config = config
+        self.dtype = dtype
+        init_ss, dropout_ss = np.random.SeedSequence(seed).spawn(2)
+        self.params = init_params(config, np.random.default_rng(init_ss), dtype)
+        self.rng = np.random.default_rng(dropout_ss)  # dropout masks
+        self.training = True
+        self._cache = None
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Training mode: dropout active (if config.dropout > 0)."""
+        self.training = mode
+        return self
+
+    def eval(self):
+        """Evaluation mode: no dropout."""
+        return self.train(False)
+
+    def num_params(self):
+        """Total number of parameters (wte counted once: the LM head shares it)."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def load_params(self, params):
+        """Replace the parameters after checking names, shapes and dtype."""
+        expected = param_shapes(self.config)
+        problems = [f"missing {k}" for k in expected if k not in params]
+        problems += [f"unexpected {k}" for k in params if k not in expected]
+        problems += [f"{k}: expected shape {expected[k]}, got {tuple(np.shape(v))}"
+                     for k, v in params.items() if k in expected and np.shape(v) != expected[k]]
+        if problems:
+            raise ValueError("parameters do not fit the config: " + "; ".join(problems[:5])
+                             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+        self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
+        self._cache = None
+
+    # --- forward and backward ------------------------------------------------------------
+
+    def forward(self, idx, targets=None, *, rng=None):
+        """Inputs:
+        - idx: int (B, T) token ids, T <= block_size
+        - targets: optional int (B, T) next-token ids; -1 marks targets to ignore
+        - rng: Generator for the dropout masks (default: the model's own); pass a fresh
+          Generator with a fixed seed to get the same masks every call (gradient checks)
+
+        Returns (logits, loss): logits (B, T, V); loss a float, or None without targets.
+        """
+        cfg = self.config
+        check_idx(idx, cfg)
+        if targets is not None:
+            if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype,
+                                                                          np.integer):
+                raise TypeError("targets must be an integer numpy array")
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {targets.shape} does not match idx shape "
+                                 f"{idx.shape}")
+        p = self.params
+        pdrop = float(cfg.dropout) if self.training else 0.0
+        rng = self.rng if rng is None else rng
+
+        x, emb_cache = Lr.embedding_forward(idx, p["wte.weight"])  # (B, T, C)
+        if cfg.pos_encoding == "learned":
+            x, pos_cache = Lr.learned_positional_forward(x, p["wpe.weight"])
+        else:
+            x, pos_cache = Lr.sinusoidal_positional_forward(x)
+        x, drop_cache = Lr.dropout_forward(x, pdrop, rng)
+
+        block_caches = []
+        for i in range(cfg.n_layer):
+            x, cache = self._block_forward(i, x, pdrop, rng)
+            block_caches.append(cache)
+
+        xf, lnf_cache = Lr.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])  # (B, T, C)
+        # LM head tied to the token embedding: logits = xf @ wte.T (no bias)
+        B, T, C = xf.shape
+        logits = (xf.reshape(B * T, C) @ p["wte.weight"].T).reshape(B, T, -1)  # (B, T, V)
+
+        loss = loss_cache = None
+        if targets is not None:
+            loss, loss_cache = Lr.softmax_cross_entropy_forward(logits, targets)
+            loss = float(loss)
+        self._cache = (emb_cache, pos_cache, drop_cache, block_caches, lnf_cache, xf, loss_cache)
+        return logits, loss
+
+    def _block_forward(self, i, x, pdrop, rng):
+        """One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+        p, pre = self.params, f"h.{i}."
+        h, ln1 = Lr.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
+        a, attn = Lr.attention_forward(
+            h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
+            p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"],
+            self.config.n_head, attn_pdrop=pdrop, rng=rng)  # (B, T, C)
+        a, drop1 = Lr.dropout_forward(a, pdrop, rng)
+        x = x + a  # residual: the block adds to the stream, it does not replace it
+        h, ln2 = Lr.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
+        m, mlp = Lr.mlp_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
+                                p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+        m, drop2 = Lr.dropout_forward(m, pdrop, rng)
+        x = x + m  # (B, T, C)
+        return x, (ln1, attn, drop1, ln2, mlp, drop2)
+
+    def backward(self):
+        """Gradients of the mean loss of the last forward(idx, targets) call.
+
+        Returns a dict with the same keys as params.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward() called before forward()")
+        emb_cache, pos_cache, drop_cache, block_caches, lnf_cache, xf, loss_cache = self._cache
+        if loss_cache is None:
+            raise RuntimeError("backward() needs a loss: call forward(idx, targets) first")
+        cfg, p = self.config, self.params
+        grads = {}
+
+        dlogits = Lr.softmax_cross_entropy_backward(1.0, loss_cache)  # (B, T, V)
+        B, T, V = dlogits.shape
+        C = cfg.n_embd
+        dlogits2 = dlogits.reshape(B * T, V)
+        # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
+        dxf = (dlogits2 @ p["wte.weight"]).reshape(B, T, C)
+        dwte_head = dlogits2.T @ xf.reshape(B * T, C)  # (V, C)
+        dx, grads["ln_f.weight"], grads["ln_f.bias"] = Lr.layernorm_backward(dxf, lnf_cache)
+
+        for i in reversed(range(cfg.n_layer)):
+            dx = self._block_backward(i, dx, block_caches[i], grads)
+
+        dx = Lr.dropout_backward(dx, drop_cache)
+        if cfg.pos_encoding == "learned":
+            dx, grads["wpe.weight"] = Lr.learned_positional_backward(dx, pos_cache)
+        else:
+            dx = Lr.sinusoidal_positional_backward(dx, pos_cache)
+        # wte is used twice, by the lookup and by the LM head: its gradient is the sum of both
+        grads["wte.weight"] = Lr.embedding_backward(dx, emb_cache) + dwte_head
+        return {k: grads[k] for k in p}  # same order as params
+
+    def _block_backward(self, i, dx, cache, grads):
+        """Backward through block i; writes its parameter gradients into `grads`."""
+        ln1, attn, drop1, ln2, mlp, drop2 = cache
+        pre = f"h.{i}."
+        # x_out = x_mid + mlp(ln_2(x_mid)): the gradient reaches x_mid along both paths
+        dm = Lr.dropout_backward(dx, drop2)
+        dh, *g = Lr.mlp_backward(dm, mlp)
+        for name, gi in zip(("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"), g,
+                            strict=True):
+            grads[pre + "mlp." + name] = gi
+        dh, grads[pre + "ln_2.weight"], grads[pre + "ln_2.bias"] = Lr.layernorm_backward(dh, ln2)
+        dx = dx + dh
+        # x_mid = x_in + attn(ln_1(x_in))
+        da = Lr.dropout_backward(dx, drop1)
+        dh, *g = Lr.attention_backward(da, attn)
+        for name, gi in zip(("c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias"), g,
+                            strict=True):
+            grads[pre + "attn." + name] = gi
+        dh, grads[pre + "ln_1.weight"], grads[pre + "ln_1.bias"] = Lr.layernorm_backward(dh, ln1)
+        return dx + dh
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """Continue the sequences in idx by sampling one token at a time.
+
+        Inputs:
+        - idx: int (B, T) prompt ids (T >= 1; only the last block_size tokens are looked at)
+        - max_new_tokens: how many tokens to add
+        - temperature: divides the logits; < 1 sharper, > 1 flatter, 0 = greedy (argmax)
+        - top_k: sample only among the k most likely tokens
+        - top_p: sample only among the smallest set of tokens whose probability sums to >= p
+        - seed: seed of the sampling Generator (None: fresh entropy)
+
+        Returns int (B, T + max_new_tokens).
+        """
+        if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer) \
+                or idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError("idx must be an integer array of shape (B, T) with T >= 1")
+        Lr.check_token_ids(idx, self.config.vocab_size)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, "
+                             f"got {max_new_tokens!r}")
+        check_sampling(temperature, top_k, top_p)
+        rng = np.random.default_rng(seed)
+        was_training, self.training = self.training, False  # no dropout while sampling
+        try:
+            out = idx.astype(np.int64)
+            for _ in range(max_new_tokens):
+                context = out[:, -self.config.block_size:]  # (B, <=block_size)
+                logits, _ = self.forward(context)
+                nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)  # (B,)
+                out = np.concatenate([out, nxt[:, None]], axis=1)
+        finally:
+            self.training = was_training
+            self._cache = None
+        return out
+
+
+def check_sampling(temperature, top_k, top_p):
+    """Raise ValueError for sampling settings that make no sense."""
+    if not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Draw one token id per row of logits (B, V). Returns int64 (B,)."""
+    logits = logits.astype(np.float64)  # sampling is cheap; float64 keeps tiny probs honest
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]  # (B, 1) k-th largest
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-probs, axis=-1, kind="stable")  # most likely first
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        # keep a token if the mass *before* it is still < top_p (so the top token always stays)
+        keep_sorted = (np.cumsum(sorted_p, axis=-1) - sorted_p) < top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    rng = rng if rng is not None else np.random.default_rng()
+    u = rng.random((probs.shape[0], 1))  # inverse-CDF sampling, one uniform per row
+    cdf = np.cumsum(probs, axis=-1)
+    return np.minimum((cdf < u * cdf[:, -1:]).sum(axis=-1), probs.shape[-1] - 1)
