@@ -254,11 +254,12 @@ def run_layer_checks(seed=0):
 
 def format_table(rows):
     """A plain-text table of gradient-check rows; marks the ones above their threshold."""
-    lines = [f"{'layer':<22} {'case':<26} {'tensor':<8} {'max rel err':>11} {'threshold':>9}",
-             "-" * 81]
+    w = max(6, *(len(r[2]) for r in rows))  # tensor names: "x" ... "h.0.attn.c_attn.weight"
+    lines = [f"{'layer':<20} {'case':<26} {'tensor':<{w}} {'max rel err':>11} {'threshold':>9}",
+             "-" * (70 + w)]
     for layer, label, name, err, thr in rows:
         flag = "" if err <= thr else "  FAIL"
-        lines.append(f"{layer:<22} {label:<26} {name:<8} {err:11.2e} {thr:9.0e}{flag}")
+        lines.append(f"{layer:<20} {label:<26} {name:<{w}} {err:11.2e} {thr:9.0e}{flag}")
     return "\n".join(lines)
 
 
