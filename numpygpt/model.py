@@ -285,7 +285,8 @@ class GPT:
 
     # --- generation ----------------------------------------------------------------------
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None,
+                 use_cache=True):
         """Continue the sequences in idx by sampling one token at a time.
 
         Inputs:
@@ -295,6 +296,9 @@ class GPT:
         - top_k: sample only among the k most likely tokens
         - top_p: sample only among the smallest set of tokens whose probability sums to >= p
         - seed: seed of the sampling Generator (None: fresh entropy)
+        - use_cache: keep the keys and values of past tokens (a KV cache) and compute only the
+          new token each step. False recomputes the whole context every step: the simple
+          path, slower, same tokens.
 
         Returns int (B, T + max_new_tokens).
         """
@@ -308,18 +312,55 @@ class GPT:
                              f"got {max_new_tokens!r}")
         check_sampling(temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
+        block = self.config.block_size
         was_training, self.training = self.training, False  # no dropout while sampling
         try:
             out = idx.astype(np.int64)
+            past = None  # the KV cache: per layer (k, v), each (B, nh, T_past, hs)
             for _ in range(max_new_tokens):
-                context = out[:, -self.config.block_size:]  # (B, <=block_size)
-                logits, _ = self.forward(context)
-                nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, rng)  # (B,)
+                if not use_cache:
+                    logits, _ = self.forward(out[:, -block:])  # (B, T, V)
+                    logits = logits[:, -1, :]
+                elif past is None or past[0][0].shape[2] + 1 > block:
+                    # empty cache, or the window is full and slides: positions shift, so the
+                    # cached keys are stale; start over from the last block_size tokens
+                    logits, past = self._forward_cached(out[:, -block:], None)
+                else:
+                    logits, past = self._forward_cached(out[:, -1:], past)  # the new token only
+                nxt = sample_next(logits, temperature, top_k, top_p, rng)  # (B,)
                 out = np.concatenate([out, nxt[:, None]], axis=1)
         finally:
             self.training = was_training
             self._cache = None
         return out
+
+    def _forward_cached(self, idx, past):
+        """Forward of new tokens idx (B, T_new) given the KV cache `past` (or None).
+        Returns (logits of the last position (B, V), the updated cache)."""
+        cfg, p = self.config, self.params
+        T_past = 0 if past is None else past[0][0].shape[2]
+        T_new = idx.shape[1]
+        x = p["wte.weight"][idx]  # (B, T_new, C)
+        if cfg.pos_encoding == "learned":
+            x = x + p["wpe.weight"][T_past:T_past + T_new]
+        else:
+            x = x + Lr.sinusoidal_table(T_past + T_new, cfg.n_embd, x.dtype)[T_past:]
+        new_past = []
+        for i in range(cfg.n_layer):
+            pre = f"h.{i}."
+            h, _ = Lr.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
+            a, kv = Lr.attention_cached_forward(
+                h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
+                p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], cfg.n_head,
+                None if past is None else past[i])
+            new_past.append(kv)
+            x = x + a
+            h, _ = Lr.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
+            m, _ = Lr.mlp_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
+                                  p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+            x = x + m
+        xf, _ = Lr.layernorm_forward(x[:, -1, :], p["ln_f.weight"], p["ln_f.bias"])  # (B, C)
+        return xf @ p["wte.weight"].T, new_past  # (B, V)
 
 
 def check_sampling(temperature, top_k, top_p):

@@ -242,3 +242,31 @@ def test_generate_rejects_bad_settings():
         model.generate(idx, -1)
     with pytest.raises(ValueError, match="out of range"):
         model.generate(np.array([[99]]), 3)
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kv_cache_gives_the_same_tokens_as_recomputing(pos, dtype):
+    model = GPT(tiny(pos_encoding=pos, block_size=16), seed=2, dtype=dtype)
+    rng = np.random.default_rng(1)
+    for v in model.params.values():
+        v += (rng.standard_normal(v.shape) * 0.3).astype(dtype)
+    prompt = rng.integers(0, 11, (3, 5))
+    # 5 + 30 > block_size 16: the window slides, and the cache must be rebuilt correctly
+    for kwargs in (dict(temperature=0), dict(seed=4), dict(seed=5, top_k=3, top_p=0.9)):
+        cached = model.generate(prompt, 30, use_cache=True, **kwargs)
+        plain = model.generate(prompt, 30, use_cache=False, **kwargs)
+        np.testing.assert_array_equal(cached, plain)
+
+
+def test_cached_attention_equals_full_attention_on_the_new_positions():
+    rng = np.random.default_rng(3)
+    B, T, C, nh = 2, 7, 8, 2
+    w = (rng.standard_normal((C, 3 * C)), rng.standard_normal(3 * C),
+         rng.standard_normal((C, C)), rng.standard_normal(C))
+    x = rng.standard_normal((B, T, C))
+    full, _ = L.attention_forward(x, *w, nh)
+    first, past = L.attention_cached_forward(x[:, :4], *w, nh)
+    rest, (k, v) = L.attention_cached_forward(x[:, 4:], *w, nh, past)
+    np.testing.assert_allclose(np.concatenate([first, rest], axis=1), full, atol=1e-12)
+    assert k.shape == v.shape == (B, nh, T, C // nh)

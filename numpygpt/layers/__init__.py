@@ -7,6 +7,7 @@
 from .attention import (
     AttentionCache,
     attention_backward,
+    attention_cached_forward,
     attention_forward,
     attention_reference_backward,
     attention_reference_forward,
@@ -28,7 +29,7 @@ from .positional import (
 )
 
 __all__ = [
-    "AttentionCache", "attention_backward", "attention_forward", "attention_reference_backward",
+    "AttentionCache", "attention_backward", "attention_cached_forward", "attention_forward", "attention_reference_backward",
     "attention_reference_forward", "causal_mask", "check_token_ids", "dropout_backward",
     "dropout_forward", "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward",
     "layernorm_backward", "layernorm_forward", "linear_backward", "linear_forward",

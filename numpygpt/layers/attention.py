@@ -218,3 +218,41 @@ def attention_reference_backward(dout, cache):
     dqkv = _merge_qkv_grads(dq, dk, dv)  # (B, T, 3C)
     dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
     return dx, dw_attn, db_attn, dw_proj, db_proj
+
+
+# --- inference with a key/value cache (generation) ----------------------------------------
+
+
+def attention_cached_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, past=None):
+    """Attention for generation: only the new positions are computed, the keys and values of
+    earlier positions come from a cache. Forward only (nothing to train while sampling).
+
+    When we generate token t+1, the keys and values of tokens 0..t do not change (the mask
+    means no token ever looks at a later one), so recomputing them every step is wasted work.
+
+    Inputs:
+    - x: (B, T_new, C), the new positions only
+    - w_attn, b_attn, w_proj, b_proj, n_head: as in attention_forward
+    - past: (k, v), each (B, nh, T_past, hs), or None for an empty cache
+
+    Returns (out, (k, v)):
+    - out: (B, T_new, C)
+    - k, v: (B, nh, T_past + T_new, hs), the cache including the new positions
+    """
+    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
+    B, T_new, C = x.shape
+    hs = C // n_head
+    q, k, v, _ = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T_new, hs) each
+    if past is not None:
+        k = np.concatenate([past[0], k], axis=2)  # (B, nh, T_all, hs)
+        v = np.concatenate([past[1], v], axis=2)
+    T_all = k.shape[2]
+    att = q @ k.swapaxes(-1, -2)  # (B, nh, T_new, T_all)
+    att *= x.dtype.type(1.0 / np.sqrt(hs))
+    att += causal_mask(T_all, x.dtype)[T_all - T_new:]  # new query i sits at T_past + i
+    att -= att.max(axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+    y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T_new, C)  # (B, T_new, C)
+    out, _ = linear_forward(y, w_proj, b_proj)
+    return out, (k, v)
