@@ -29,11 +29,12 @@ from .positional import (
 )
 
 __all__ = [
-    "AttentionCache", "attention_backward", "attention_cached_forward", "attention_forward", "attention_reference_backward",
-    "attention_reference_forward", "causal_mask", "check_token_ids", "dropout_backward",
-    "dropout_forward", "embedding_backward", "embedding_forward", "gelu_backward", "gelu_forward",
-    "layernorm_backward", "layernorm_forward", "linear_backward", "linear_forward",
-    "mlp_backward", "mlp_forward", "learned_positional_backward", "learned_positional_forward",
+    "AttentionCache", "attention_backward", "attention_cached_forward", "attention_forward",
+    "attention_reference_backward", "attention_reference_forward", "causal_mask",
+    "check_token_ids", "dropout_backward", "dropout_forward", "embedding_backward",
+    "embedding_forward", "gelu_backward", "gelu_forward", "layernorm_backward",
+    "layernorm_forward", "learned_positional_backward", "learned_positional_forward",
+    "linear_backward", "linear_forward", "mlp_backward", "mlp_forward",
     "sinusoidal_positional_backward", "sinusoidal_positional_forward", "sinusoidal_table",
     "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
 ]
