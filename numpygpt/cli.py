@@ -75,7 +75,8 @@ def cmd_train(args):
           f"{m['wall_seconds']:.1f} s, {m['n_params']:,} parameters")
     print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
     if args.sample_tokens:
-        text = _sample_text(result.model, result.tokenizer, "\n", args.sample_tokens,
+        # "": start from a newline if the vocabulary has one (a corpus may have none)
+        text = _sample_text(result.model, result.tokenizer, "", args.sample_tokens,
                             temperature=0.8, top_k=None, top_p=None, seed=cfg.seed)
         print("--- sample " + "-" * 60)
         print(text)

@@ -221,6 +221,11 @@ def train(cfg, resume=False, progress=True, callback=None):
             history = [r for r in history if r["step"] <= step]
             _write_log(log_path, history)  # drop rows logged after the checkpoint was saved
 
+    def stop_nonfinite(what, value, step_now):
+        raise TrainingError(
+            f"{what} became {value} at step {step_now}; stopped without saving. The last "
+            f"good checkpoint is in '{out}'. Try a lower --lr or --grad-clip 1.0")
+
     def save(step_now):
         save_checkpoint(
             out, config={"model": mcfg.to_dict(), "train": asdict(cfg)},
@@ -243,6 +248,11 @@ def train(cfg, resume=False, progress=True, callback=None):
     def evaluate(step_now):
         row = {"step": step_now, "train_loss": estimate_loss(model, train_ids, cfg, eval_seed),
                "val_loss": estimate_loss(model, val_ids, cfg, eval_seed)}
+        for key in ("train_loss", "val_loss"):
+            # Every save follows an evaluation: a broken update (nan or inf weights) must not
+            # overwrite the last good checkpoint.
+            if not math.isfinite(row[key]):
+                stop_nonfinite(key.replace("_", " "), row[key], step_now)
         log(row)
         return row
 
@@ -271,9 +281,7 @@ def train(cfg, resume=False, progress=True, callback=None):
                 opt.lr = cfg.lr_at(step)
                 loss, grads = _accumulated_grads(model, train_ids, cfg, data_rng)
                 if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss} at step {step}; stopped without saving. The last "
-                        f"good checkpoint is in '{out}'. Try a lower --lr or --grad-clip 1.0")
+                    stop_nonfinite("loss", loss, step)
                 norm = clip_grad_norm(grads, cfg.grad_clip) if cfg.grad_clip > 0 else None
                 opt.step(grads)
                 step += 1
