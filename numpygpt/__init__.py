@@ -6,9 +6,9 @@
 from .data import CharTokenizer
 from .model import GPT, GPTConfig
 from .optim import SGD, AdamW, clip_grad_norm, cosine_lr
-from .train import PRESETS, TrainConfig, train
+from .train import PRESETS, TrainConfig  # train() itself: from numpygpt.train import train
 
 __version__ = "0.1.0"
 
 __all__ = ["GPT", "GPTConfig", "AdamW", "SGD", "clip_grad_norm", "cosine_lr", "CharTokenizer",
-           "TrainConfig", "train", "PRESETS"]
+           "TrainConfig", "PRESETS"]

@@ -53,6 +53,9 @@ def _train_config(args):
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume:
+        if "preset" in given:
+            raise ValueError("--preset cannot be combined with --resume: a resumed run keeps "
+                             "its own settings (override single ones with their flags)")
         saved = load_checkpoint(given.get("out", "out")).config.get("train", {})
         return TrainConfig(**{**saved, **given})
     return TrainConfig.preset_config(given.pop("preset", "baby"), **given)

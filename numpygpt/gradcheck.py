@@ -37,30 +37,34 @@ def numerical_gradient(f, x, dout, h=1e-5, order=2):
     f takes no arguments and reads x (which we nudge in place, then restore exactly).
     order=2 is the textbook (f(x+h) - f(x-h)) / 2h, error O(h^2). order=4 is the five-point
     stencil (8(f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h, error O(h^4): it allows a
-    larger h, so float64 rounding in f (about 1e-16 |f| / h) hurts less; the whole-model
-    check needs that to resolve its smallest gradient entries.
+    larger h, so float64 rounding in f (about 1e-16 |f| / h) hurts less. The whole-model
+    check needs that: its f is one scalar loss, so no untouched entries cancel, and its
+    smallest gradient entries would drown in that rounding with order=2.
     Returns an array shaped like x.
     """
     if order not in (2, 4):
         raise ValueError(f"order must be 2 or 4, got {order}")
 
-    def g(step):  # sum(f(x + step e_i) * dout), with x[i] restored afterwards
+    def f_at(step):  # f() with x[i] nudged by step, then x[i] restored exactly
         old = x[i]
         x[i] = old + step
-        value = np.sum(np.asarray(f(), dtype=np.float64) * dout)
+        value = np.array(f(), dtype=np.float64)  # a copy: f may reuse its output buffer
         x[i] = old
         return value
 
     grad = np.zeros(x.shape, dtype=np.float64)
     for i in np.ndindex(x.shape):
+        # subtract the outputs *before* summing: entries that x[i] does not touch cancel
+        # exactly, instead of adding the rounding noise of the whole sum
         if order == 2:
-            grad[i] = (g(h) - g(-h)) / (2 * h)
+            diff = (f_at(h) - f_at(-h)) / (2 * h)
         else:
-            grad[i] = (8 * (g(h) - g(-h)) - (g(2 * h) - g(-2 * h))) / (12 * h)
+            diff = (8 * (f_at(h) - f_at(-h)) - (f_at(2 * h) - f_at(-2 * h))) / (12 * h)
+        grad[i] = np.sum(diff * dout)
     return grad
 
 
-def check_layer(forward, backward, args, wrt, rng=None, h=1e-5, zero_grad=None):
+def check_layer(forward, backward, args, wrt, rng=None, h=1e-5, zero_grad=None, order=2):
     """Check every gradient of a forward/backward pair.
 
     Inputs:
@@ -70,6 +74,7 @@ def check_layer(forward, backward, args, wrt, rng=None, h=1e-5, zero_grad=None):
     - args: dict name -> argument, in the forward's order (arrays are float64 for a check)
     - wrt: names of the arguments that get gradients
     - rng: Generator for the random upstream gradient dout
+    - h, order: step and stencil of the finite differences (see numerical_gradient)
     - zero_grad: optional dict name -> boolean mask of elements whose gradient the layer must
       report as zero, where finite differences cannot tell: the padding row of an embedding
       (zero by convention), or the key bias of attention (zero in exact arithmetic, since
@@ -92,7 +97,7 @@ def check_layer(forward, backward, args, wrt, rng=None, h=1e-5, zero_grad=None):
         x = args[name]
         if np.shape(analytic) != x.shape:
             raise ValueError(f"gradient of {name} has shape {np.shape(analytic)}, not {x.shape}")
-        numeric = numerical_gradient(lambda: forward(*values)[0], x, dout, h)
+        numeric = numerical_gradient(lambda: forward(*values)[0], x, dout, h, order)
         if zero_grad and name in zero_grad:
             # compare the rest as usual; here the analytic gradient must be zero (absolute)
             masked = zero_grad[name]
@@ -121,9 +126,12 @@ class GradCase:
     threshold: float = THRESHOLD
 
     def run(self, seed=0):
-        """Returns {tensor name: max relative error}."""
+        """Returns {tensor name: max relative error}. Uses the five-point stencil with
+        h = 1e-3 (worst error over the suite ~2e-9, against ~5e-8 for the two-point one with
+        h = 1e-5), so a correct layer passes with a wide margin."""
         return check_layer(self.forward, self.backward, self.args, self.wrt,
-                           rng=np.random.default_rng(seed), zero_grad=self.zero_grad)
+                           rng=np.random.default_rng(seed), zero_grad=self.zero_grad,
+                           h=1e-3, order=4)
 
 
 def _fixed_rng(seed):

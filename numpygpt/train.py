@@ -97,6 +97,12 @@ class TrainConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {value}")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 0:
             raise ValueError(f"lr-decay-iters must be >= 0, got {self.lr_decay_iters}")
+        for name in ("lr", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number, "
+                                 f"got {getattr(self, name)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not (self.lr > 0 and self.min_lr >= 0):
             raise ValueError(f"need lr > 0 and min-lr >= 0, got lr={self.lr}, min-lr={self.min_lr}")
         if self.grad_clip < 0 or self.weight_decay < 0:

@@ -164,6 +164,8 @@ TRAIN_ERRORS = {
     "n_embd not divisible by n_head": (TEXT, ["--n-head", "3"], ["n_head=3"]),
     "negative --sample-tokens": (TEXT, ["--sample-tokens", "-1"], ["sample-tokens"]),
     "unknown flag": (TEXT, ["--bogus", "1"], ["unrecognized", "--bogus"]),
+    "nan --grad-clip": (TEXT, ["--grad-clip", "nan"], ["grad-clip", "finite"]),
+    "beta2 of 1": (TEXT, ["--beta2", "1.0"], ["beta2"]),
 }
 
 
@@ -178,6 +180,12 @@ def test_train_user_errors(case, tmp_path, capsys):
                         "--max-iters", "3", *FAST, *flags], capsys)
     assert_one_line_error(code, err, *needles)
     assert not (out / "ckpt.npz").exists()  # refused before training, nothing saved
+
+
+def test_resume_refuses_a_preset(trained, tmp_path, capsys):
+    folder = copy_run(trained, tmp_path)
+    code, _, err = run(["train", "--resume", "--out", folder, "--preset", "small"], capsys)
+    assert_one_line_error(code, err, "--preset", "--resume")
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
