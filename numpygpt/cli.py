@@ -135,6 +135,46 @@ def cmd_gradcheck(args):
     return 0 if not bad else EXIT_ERROR
 
 
+def cmd_bench(args):
+    from .bench import (
+        BENCH_CONFIGS,
+        bench_attention,
+        bench_kv_cache,
+        bench_training,
+        format_results,
+        matmul_peak,
+    )
+
+    names = list(BENCH_CONFIGS) if args.config == "all" else [args.config]
+    if args.vs_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
+                             "never does") from None
+    if args.rounds < 1 or args.steps < 1:
+        raise ValueError("--rounds and --steps must be >= 1")
+    peak = matmul_peak()
+    print(f"float32 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+    results = []
+    for name in names:
+        results.append(bench_training(name, rounds=args.rounds, steps=args.steps,
+                                      vs_torch=args.vs_torch, threads=args.threads, peak=peak))
+        print(format_results(results[-1:]), flush=True)
+    if not args.skip_extras:
+        speedup = bench_attention()
+        print(f"attention fwd+bwd (B=8, T=256, C=128, nh=4): vectorised is {speedup:.0f}x "
+              f"faster than the loop reference", flush=True)
+        speedup, same = bench_kv_cache()
+        print(f"generation, 192 tokens after a 64-token prompt (block 256, baby width): KV cache "
+              f"{speedup:.1f}x faster, {'identical' if same else 'DIFFERENT'} greedy tokens")
+    if args.json:
+        from .io import atomic_write_json
+
+        atomic_write_json(args.json, results)
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="python -m numpygpt",
                      description="A GPT in pure NumPy with hand-written backward passes.")
@@ -153,6 +193,18 @@ def build_parser():
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("bench", help="time a training step (and vs PyTorch with --vs-torch)")
+    p.add_argument("--config", choices=["baby", "small", "all"], default="all")
+    p.add_argument("--vs-torch", action="store_true",
+                   help="the same step in PyTorch eager, in alternating rounds")
+    p.add_argument("--rounds", type=int, default=7, help="alternating rounds (median is kept)")
+    p.add_argument("--steps", type=int, default=5, help="training steps per round")
+    p.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all)")
+    p.add_argument("--skip-extras", action="store_true",
+                   help="skip the attention and KV-cache benchmarks")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gradcheck", help="check every backward pass against finite differences")
     p.add_argument("--seed", type=int, default=0)
