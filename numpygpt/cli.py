@@ -56,7 +56,12 @@ def _train_config(args):
         if "preset" in given:
             raise ValueError("--preset cannot be combined with --resume: a resumed run keeps "
                              "its own settings (override single ones with their flags)")
-        saved = load_checkpoint(given.get("out", "out")).config.get("train", {})
+        saved = dict(load_checkpoint(given.get("out", "out")).config.get("train", {}))
+        if saved.get("lr_decay_iters") is None and "max_iters" in saved:
+            # The run's schedule was as long as its max_iters. Keep it so: a new --max-iters
+            # must not silently reshape the part of the schedule already trained (stretch it
+            # explicitly with --lr-decay-iters).
+            saved["lr_decay_iters"] = saved["max_iters"]
         return TrainConfig(**{**saved, **given})
     return TrainConfig.preset_config(given.pop("preset", "baby"), **given)
 

@@ -163,6 +163,13 @@ class GPT:
         self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
         self._cache = None
 
+    def attention_probs(self):
+        """The attention probabilities of the last forward call, one (B, nh, T, T) array per
+        layer (row t: how much position t looked at each position s <= t). For plotting."""
+        if self._cache is None:
+            raise RuntimeError("attention_probs() needs a forward() call first")
+        return [attn.probs for _, attn, *_ in self._cache[3]]
+
     # --- forward and backward ------------------------------------------------------------
 
     def forward(self, idx, targets=None, *, rng=None):

@@ -99,6 +99,7 @@ def test_train_resume_continues(trained, tmp_path, capsys):
     assert ckpt.train_state["step"] == 15 and ckpt.optimizer["hyper"]["t"] == 15
     assert ckpt.config["train"]["max_iters"] == 15
     assert ckpt.config["train"]["eval_interval"] == 5  # the saved settings, not the preset's
+    assert ckpt.config["train"]["lr_decay_iters"] == 10  # the first run's schedule, kept
     after = (out / "log.jsonl").read_text().splitlines()
     # A resume keeps the first 10 steps' rows as they were (a fresh start would rewrite them
     # with the 15-step schedule's learning rates) and adds steps 11 to 15.

@@ -270,3 +270,14 @@ def test_cached_attention_equals_full_attention_on_the_new_positions():
     rest, (k, v) = L.attention_cached_forward(x[:, 4:], *w, nh, past)
     np.testing.assert_allclose(np.concatenate([first, rest], axis=1), full, atol=1e-12)
     assert k.shape == v.shape == (B, nh, T, C // nh)
+
+
+def test_attention_probs_of_the_last_forward():
+    model = GPT(tiny(), dtype=np.float64)
+    with pytest.raises(RuntimeError, match="forward"):
+        model.attention_probs()
+    model.forward(np.array([[1, 2, 3, 4, 5]]))
+    maps = model.attention_probs()
+    assert len(maps) == 2 and maps[0].shape == (1, 2, 5, 5)
+    np.testing.assert_allclose(maps[1].sum(-1), 1.0)
+    assert np.all(np.triu(maps[0][0, 0], 1) == 0)
