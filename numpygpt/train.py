@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -343,7 +343,3 @@ def _accumulated_grads(model, ids, cfg, rng):
                 grads[k] += v * scale
     return total_loss, grads
 
-
-def config_fields():
-    """Names of the TrainConfig fields (the CLI makes a flag of each)."""
-    return [f.name for f in fields(TrainConfig)]
