@@ -163,6 +163,21 @@ class GPT:
         self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
         self._cache = None
 
+    @classmethod
+    def from_pretrained(cls, path_or_name, dtype=np.float32):
+        """Load GPT-2 weights: a Hugging Face folder (config.json + model.safetensors) or a
+        name ("gpt2", "gpt2-medium", ...; downloaded once into the cache). See numpygpt.hf."""
+        from .hf import from_pretrained
+
+        return from_pretrained(path_or_name, dtype=dtype)
+
+    def save_pretrained(self, folder, tokenizer=None):
+        """Write a folder that Hugging Face's GPT2LMHeadModel.from_pretrained loads (and, with
+        a GPT-2-style BPE tokenizer, its vocab.json + merges.txt). See numpygpt.hf."""
+        from .hf import save_pretrained
+
+        return save_pretrained(self, folder, tokenizer=tokenizer)
+
     def attention_probs(self):
         """The attention probabilities of the last forward call, one (B, nh, T, T) array per
         layer (row t: how much position t looked at each position s <= t). For plotting."""
