@@ -82,6 +82,13 @@ def _merge_qkv_grads(dq, dk, dv):
     return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs)  # (B, T, 3C)
 
 
+def _heads_view(a, n_head):
+    """(B, T, C) -> a (B, nh, T, hs) view of the same memory (no copy), to write head
+    outputs straight into the merged (B, T, C) layout: matmul(..., out=view)."""
+    B, T, C = a.shape
+    return a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
+
+
 def _draw_dropout(probs_shape, attn_pdrop, rng, dtype):
     """The attention-dropout mask, drawn the same way by both implementations."""
     if attn_pdrop == 0.0:
@@ -121,8 +128,8 @@ def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0,
 
     drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, x.dtype)
     att_used = att if drop_mask is None else att * drop_mask
-    y = att_used @ v  # (B, nh, T, hs)
-    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C) heads side by side
+    y = np.empty((B, T, C), dtype=x.dtype)  # heads side by side, as c_proj wants them
+    np.matmul(att_used, v, out=_heads_view(y, n_head))  # (B, nh, T, hs), written in place
     out, proj_cache = linear_forward(y, w_proj, b_proj)  # (B, T, C)
     return out, AttentionCache(qkv_cache, q, k, v, att, drop_mask, proj_cache)
 
@@ -142,7 +149,11 @@ def attention_backward(dout, cache):
     dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
 
     att_used = att if drop_mask is None else att * drop_mask
-    dv = att_used.swapaxes(-1, -2) @ dy  # (B, nh, T, hs)
+    # dq, dk, dv are written straight into their slots of dqkv (B, T, 3, nh, hs), the layout
+    # of the qkv projection's output, so no stacking or transposing copies are needed
+    dqkv = np.empty((B, T, 3, nh, hs), dtype=q.dtype)
+    dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs)
+    np.matmul(att_used.swapaxes(-1, -2), dy, out=dv)
     datt = dy @ v.swapaxes(-1, -2)  # (B, nh, T, T)
     if drop_mask is not None:
         datt *= drop_mask
@@ -150,11 +161,10 @@ def attention_backward(dout, cache):
     datt -= (datt * att).sum(axis=-1, keepdims=True)
     datt *= att
     datt *= q.dtype.type(1.0 / np.sqrt(hs))  # (B, nh, T, T) gradient of the raw scores q k^T
-    dq = datt @ k  # (B, nh, T, hs)
-    dk = datt.swapaxes(-1, -2) @ q  # (B, nh, T, hs)
+    np.matmul(datt, k, out=dq)
+    np.matmul(datt.swapaxes(-1, -2), q, out=dk)
 
-    dqkv = _merge_qkv_grads(dq, dk, dv)  # (B, T, 3C)
-    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    dx, dw_attn, db_attn = linear_backward(dqkv.reshape(B, T, 3 * nh * hs), qkv_cache)
     return dx, dw_attn, db_attn, dw_proj, db_proj
 
 
