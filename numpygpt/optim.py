@@ -60,6 +60,7 @@ class AdamW:
         self.t = 0
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
+        self._tmp = {}  # scratch buffers for step(), made on first use
 
     def step(self, grads):
         """One update of every parameter, in place."""
@@ -72,16 +73,28 @@ class AdamW:
         for k, p in self.params.items():
             g, m, v = grads[k], self.m[k], self.v[k]
             t = p.dtype.type
+            tmp = self._scratch(k, p)  # every update below runs in place: no temporaries
             if self.weight_decay and decays(k, p):
                 p *= t(1 - self.lr * self.weight_decay)
-            m *= t(b1)
-            m += t(1 - b1) * g
-            v *= t(b2)
-            v += t(1 - b2) * (g * g)
-            denom = np.sqrt(v)
-            denom *= t(1 / math.sqrt(bc2))
-            denom += t(self.eps)
-            p -= t(step_size) * m / denom
+            m *= t(b1)  # m = b1 m + (1 - b1) g
+            np.multiply(g, t(1 - b1), out=tmp)
+            m += tmp
+            v *= t(b2)  # v = b2 v + (1 - b2) g^2
+            np.multiply(g, g, out=tmp)
+            tmp *= t(1 - b2)
+            v += tmp
+            np.sqrt(v, out=tmp)  # denominator sqrt(v / bc2) + eps
+            tmp *= t(1 / math.sqrt(bc2))
+            tmp += t(self.eps)
+            np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
+            tmp *= t(step_size)
+            p -= tmp
+
+    def _scratch(self, k, p):
+        """One reusable buffer per parameter for the intermediate results of step()."""
+        if k not in self._tmp or self._tmp[k].shape != p.shape or self._tmp[k].dtype != p.dtype:
+            self._tmp[k] = np.empty_like(p)
+        return self._tmp[k]
 
     def state_dict(self):
         """JSON-able hyperparameters and step count, plus the m and v arrays."""
