@@ -36,13 +36,14 @@ def layernorm_forward(x, w, b, eps=EPS):
             f"got {w.shape} and {b.shape}"
         )
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    xc = x - mean  # (..., C)
-    var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1) biased variance
+    xc = x - mean  # (..., C), becomes the output in place
+    var = np.vecdot(xc, xc)[..., None] / C  # (..., 1) biased variance: mean of squares
     rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))  # (..., 1)
-    xc *= rstd  # xhat, in place
-    out = xc * w + b  # (..., C)
+    xc *= rstd  # xhat
+    xc *= w
+    xc += b
     cache = (x, w, mean, rstd)
-    return out, cache
+    return xc, cache
 
 
 def layernorm_backward(dout, cache):
@@ -57,11 +58,14 @@ def layernorm_backward(dout, cache):
     """
     x, w, mean, rstd = cache
     C = x.shape[-1]
-    xhat = (x - mean) * rstd  # (..., C)
-    dw = (dout * xhat).reshape(-1, C).sum(axis=0)  # (C,)
-    db = dout.reshape(-1, C).sum(axis=0)  # (C,)
+    xhat = x - mean
+    xhat *= rstd  # (..., C), recomputed: cheaper than keeping it
+    dout2, xhat2 = dout.reshape(-1, C), xhat.reshape(-1, C)  # (N, C)
+    dw = np.einsum("nc,nc->c", dout2, xhat2)  # (C,) sum over rows of dout * xhat
+    db = dout2.sum(axis=0)  # (C,)
     g = dout * w  # (..., C)
     dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    xhat *= np.vecdot(g, xhat)[..., None] / C  # xhat * mean(g * xhat)
+    dx -= xhat
     dx *= rstd
     return dx, dw, db
