@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bpe import BPETokenizer
 from .io import atomic_write_bytes, atomic_write_json
 
 SHAKESPEARE_URL = (
@@ -179,8 +180,8 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-# Tokenizer kinds by name, for checkpoints that record which one they used (BPE comes later).
-_TOKENIZER_KINDS = {CharTokenizer.kind: CharTokenizer}
+# Tokenizer kinds by name, for checkpoints that record which one they used.
+_TOKENIZER_KINDS = {CharTokenizer.kind: CharTokenizer, BPETokenizer.kind: BPETokenizer}
 
 
 def tokenizer_from_dict(d):
@@ -479,21 +480,32 @@ def get_batch(ids, block_size, batch_size, rng):
     return x, y
 
 
-def prepare_data(text, block_size, tokenizer=None, val_fraction=0.1):
+def prepare_data(text, block_size, tokenizer=None, val_fraction=0.1, tokenizer_kind="char",
+                 vocab_size=512):
     """Tokenize a corpus and split it, checking both splits can fill a window.
 
     Inputs:
     - text: the corpus
     - block_size: T, the context length the model will be trained with
-    - tokenizer: one to reuse (e.g. from a checkpoint); default CharTokenizer.from_text(text)
+    - tokenizer: one to reuse (e.g. from a checkpoint); default: a new one of tokenizer_kind
     - val_fraction: share of tokens for validation
+    - tokenizer_kind: "char" (CharTokenizer.from_text(text)) or "bpe" (BPETokenizer.train on
+      the training part of the text, with vocab_size tokens); used when tokenizer is None
 
     Returns (tokenizer, train_ids, val_ids): the ids are int64 1-D arrays
     """
     if not text:
         raise DataError("the training text is empty")
     if tokenizer is None:
-        tokenizer = CharTokenizer.from_text(text)
+        if tokenizer_kind == "char":
+            tokenizer = CharTokenizer.from_text(text)
+        elif tokenizer_kind == "bpe":
+            # Learn the merges from the part that becomes training data (the split below is by
+            # tokens, so this cut is close to it), never from the validation text.
+            tokenizer = BPETokenizer.train(text[:int(len(text) * (1.0 - val_fraction))],
+                                           vocab_size)
+        else:
+            raise ValueError(f"unknown tokenizer kind {tokenizer_kind!r}; choose 'char' or 'bpe'")
     try:
         ids = tokenizer.encode(text)
     except ValueError as e:  # a reused tokenizer that lacks a character of this text

@@ -52,6 +52,8 @@ class TrainConfig:
     data: str = "numpy-docs"
     out: str = "out"
     seed: int = 1337
+    tokenizer: str = "char"  # "char" or "bpe" (byte-level BPE trained on the training text)
+    vocab_size: int = 512  # tokens of a BPE tokenizer (>= 256); a char tokenizer ignores it
     # model
     n_layer: int = 4
     n_head: int = 4
@@ -109,6 +111,11 @@ class TrainConfig:
             raise ValueError("grad-clip and weight-decay must be >= 0")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.tokenizer not in ("char", "bpe"):
+            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        if self.tokenizer == "bpe" and self.vocab_size < 256:
+            raise ValueError(f"vocab-size must be >= 256 for a BPE tokenizer (one token per "
+                             f"byte), got {self.vocab_size}")
 
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size,
@@ -198,7 +205,9 @@ def train(cfg, resume=False, progress=True, callback=None):
         tokenizer = tokenizer_from_dict(ckpt.tokenizer)
     else:
         tokenizer = None
-    tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer)
+    tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer,
+                                                 tokenizer_kind=cfg.tokenizer,
+                                                 vocab_size=cfg.vocab_size)
 
     mcfg = cfg.model_config(tokenizer.vocab_size)
     model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
