@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 
@@ -103,21 +104,36 @@ def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
 
 
 def cmd_sample(args):
-    from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
     from .data import tokenizer_from_dict
+    from .hf import from_pretrained, gpt2_name, is_gpt2_folder, load_tokenizer
     from .model import GPT, GPTConfig
 
     if args.tokens < 0:
         raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
-    ckpt = load_checkpoint(args.ckpt)
-    try:
-        model = GPT(GPTConfig.from_dict(ckpt.config["model"]), dtype=np.float32)
-        model.load_params(ckpt.params)
-        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
-    except (KeyError, TypeError, ValueError) as e:
-        from .checkpoint import CheckpointError
-
-        raise CheckpointError(f"checkpoint '{args.ckpt}' is not usable: {e}") from None
+    ckpt = args.ckpt
+    if is_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
+        # GPT-2 in Hugging Face format: a folder, or a name downloaded once into the cache
+        model = from_pretrained(ckpt)
+        tokenizer = load_tokenizer(ckpt)
+        if tokenizer is None:
+            raise CheckpointError(f"'{ckpt}' has no vocab.json and merges.txt (the tokenizer)")
+        vocab = tokenizer.vocab
+        if args.prompt == "" and b"<|endoftext|>" in vocab:
+            # GPT-2 saw documents after <|endoftext|>: start there, and do not print it
+            start = np.array([[vocab.index(b"<|endoftext|>")]])
+            out = model.generate(start, args.tokens, temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+            print(tokenizer.decode(out[0, 1:]))
+            return 0
+    else:
+        ckpt = load_checkpoint(ckpt)
+        try:
+            model = GPT(GPTConfig.from_dict(ckpt.config["model"]), dtype=np.float32)
+            model.load_params(ckpt.params)
+            tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint '{args.ckpt}' is not usable: {e}") from None
     model.eval()
     print(_sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,
                        args.top_p, args.seed))
@@ -190,7 +206,9 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("--ckpt", default="out", help="checkpoint folder (default ./out)")
+    p.add_argument("--ckpt", default="out",
+                   help="numpygpt checkpoint folder (default ./out), GPT-2 folder in Hugging "
+                        "Face format, or a GPT-2 name: gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     p.add_argument("--prompt", default="", help="text to continue (default: a newline)")
     p.add_argument("--tokens", type=int, default=500, help="how many tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8)
