@@ -32,17 +32,20 @@ def _add_train_flags(p):
                    help="continue the run saved in --out (other flags override its settings)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sample-tokens", type=int, default=300,
-                   help="characters of sample to print at the end (default 300)")
+                   help="tokens of sample to print at the end (default 300)")
     helps = {"data": "'numpy-docs' (default), 'shakespeare', or a path to a UTF-8 text file",
              "out": "folder for checkpoint, log.jsonl and metrics.json (default ./out)",
              "lr_decay_iters": "length of the cosine schedule (default: max-iters)",
-             "grad_accum": "micro-batches per optimizer step"}
+             "grad_accum": "micro-batches per optimizer step",
+             "tokenizer": "'char' (one token per character, default) or 'bpe' (byte-level BPE)",
+             "vocab_size": "vocabulary size of a BPE tokenizer (default 512)"}
     for f in fields(TrainConfig):
         if f.name == "preset":
             continue
         kind = {"int | None": int}.get(str(f.type), None) or {"int": int, "float": float,
                                                               "str": str}[str(f.type)]
-        extra = {"choices": ["learned", "sinusoidal"]} if f.name == "pos_encoding" else {}
+        extra = {"pos_encoding": {"choices": ["learned", "sinusoidal"]},
+                 "tokenizer": {"choices": ["char", "bpe"]}}.get(f.name, {})
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS,
                        help=helps.get(f.name, "overrides the preset"), **extra)
 
@@ -95,8 +98,9 @@ def cmd_train(args):
 
 
 def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
-    if prompt == "":
-        prompt = "\n" if "\n" in getattr(tokenizer, "chars", "") else None
+    if prompt == "":  # start from a newline when the tokenizer can encode one
+        byte_level = getattr(tokenizer, "kind", "") == "bpe"  # encodes any text
+        prompt = "\n" if byte_level or "\n" in getattr(tokenizer, "chars", "") else None
     ids = tokenizer.encode(prompt) if prompt is not None else np.array([0])
     out = model.generate(ids[None, :].astype(np.int64), n, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed)
@@ -129,8 +133,7 @@ def cmd_sample(args):
     else:
         ckpt = load_checkpoint(ckpt)
         try:
-            model = GPT(GPTConfig.from_dict(ckpt.config["model"]), dtype=np.float32)
-            model.load_params(ckpt.params)
+            model = GPT(GPTConfig.from_dict(ckpt.config["model"]), params=ckpt.params)
             tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint '{args.ckpt}' is not usable: {e}") from None

@@ -283,9 +283,7 @@ def from_pretrained(path_or_name, dtype=np.float32, cache_dir=None):
     cfg = config_from_hf(_read_json(folder / CONFIG_NAME), f"'{folder / CONFIG_NAME}'")
     weights = folder / WEIGHTS_NAME
     params = gpt2_params(read_tensors(weights), cfg, str(weights))
-    model = GPT(cfg, dtype=dtype)
-    model.load_params(params)
-    return model.eval()
+    return GPT(cfg, dtype=dtype, params=params).eval()
 
 
 def load_tokenizer(path_or_name, cache_dir=None):

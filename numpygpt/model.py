@@ -121,7 +121,10 @@ class GPT:
     grads = model.backward()                     # dict with the keys of model.params
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32):
+    def __init__(self, config, seed=0, dtype=np.float32, params=None):
+        """config: a GPTConfig; seed: for the initial weights and the dropout masks;
+        dtype: float32 to train, float64 for gradient checks; params: weights to start from
+        instead of the random initialisation (checked against the config)."""
         if not isinstance(config, GPTConfig):
             raise TypeError("config must be a GPTConfig")
         dtype = np.dtype(dtype)
@@ -130,7 +133,10 @@ class GPT:
         self.config = config
         self.dtype = dtype
         init_ss, dropout_ss = np.random.SeedSequence(seed).spawn(2)
-        self.params = init_params(config, np.random.default_rng(init_ss), dtype)
+        if params is None:
+            self.params = init_params(config, np.random.default_rng(init_ss), dtype)
+        else:
+            self.load_params(params)  # (GPT-2 XL: no seconds and gigabytes of random init)
         self.rng = np.random.default_rng(dropout_ss)  # dropout masks
         self.training = True
         self._cache = None
@@ -164,12 +170,12 @@ class GPT:
         self._cache = None
 
     @classmethod
-    def from_pretrained(cls, path_or_name, dtype=np.float32):
+    def from_pretrained(cls, path_or_name, dtype=np.float32, cache_dir=None):
         """Load GPT-2 weights: a Hugging Face folder (config.json + model.safetensors) or a
         name ("gpt2", "gpt2-medium", ...; downloaded once into the cache). See numpygpt.hf."""
         from .hf import from_pretrained
 
-        return from_pretrained(path_or_name, dtype=dtype)
+        return from_pretrained(path_or_name, dtype=dtype, cache_dir=cache_dir)
 
     def save_pretrained(self, folder, tokenizer=None):
         """Write a folder that Hugging Face's GPT2LMHeadModel.from_pretrained loads (and, with

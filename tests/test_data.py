@@ -106,8 +106,8 @@ def test_from_dict_validates(d, match):
 def test_tokenizer_from_dict_dispatches_on_kind():
     tok = CharTokenizer("xyz")
     assert D.tokenizer_from_dict(tok.to_dict()) == tok
-    with pytest.raises(ValueError, match="unknown tokenizer kind 'bpe'"):
-        D.tokenizer_from_dict({"kind": "bpe"})
+    with pytest.raises(ValueError, match="unknown tokenizer kind 'word'"):
+        D.tokenizer_from_dict({"kind": "word"})
     with pytest.raises(ValueError, match="'kind'"):
         D.tokenizer_from_dict({"chars": "xyz"})
 

@@ -281,3 +281,14 @@ def test_attention_probs_of_the_last_forward():
     assert len(maps) == 2 and maps[0].shape == (1, 2, 5, 5)
     np.testing.assert_allclose(maps[1].sum(-1), 1.0)
     assert np.all(np.triu(maps[0][0, 0], 1) == 0)
+
+
+def test_model_from_given_params_skips_the_random_init():
+    src = GPT(tiny(), seed=5, dtype=np.float64)
+    model = GPT(tiny(), dtype=np.float32, params=src.params)
+    assert all(model.params[k].dtype == np.float32 for k in model.params)
+    np.testing.assert_allclose(model.params["wte.weight"], src.params["wte.weight"], rtol=1e-6)
+    bad = dict(src.params)
+    del bad["ln_f.bias"]
+    with pytest.raises(ValueError, match="missing ln_f.bias"):
+        GPT(tiny(), params=bad)
