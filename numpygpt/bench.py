@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -157,30 +156,43 @@ def _time(step, n):
     return (time.perf_counter() - t0) / n
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(field):
+    """A field of /proc/self/status in bytes (VmRSS: resident now, VmHWM: the peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _peak_memory_child(which, name, threads):
-    """(Run in a fresh process.) Peak memory of a training step above the memory held before
-    the first step (model, optimizer, batch): activations, gradients and temporaries."""
+    """(Run in a fresh process.) Peak memory of a training step above what the process holds
+    between steps (model, optimizer state, batch, the BLAS library's workspace): the
+    activations, gradients and temporaries of one step. One warm-up step first, so one-time
+    allocations (BLAS buffers, lazy imports) are not counted; then the peak-RSS mark is reset
+    (Linux: writing 5 to /proc/self/clear_refs) and three steps run."""
     _limit_threads(threads)
     cfg, B = model_config(name), BENCH_CONFIGS[name][1]
     step = (numpy_step_fn if which == "numpy" else torch_step_fn)(cfg, B)
-    base = _rss_bytes()
+    step()
+    base = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
-    print(json.dumps({"peak_bytes": peak - base}))
+    print(json.dumps({"peak_bytes": _status_kb("VmHWM") - base}))
 
 
 def peak_memory(which, name, threads):
     """Peak step memory (bytes) of numpygpt or torch, measured in a fresh subprocess."""
     code = ("from numpygpt.bench import _peak_memory_child; "
             f"_peak_memory_child({which!r}, {name!r}, {threads})")
+    # A fixed mmap threshold makes glibc return every large freed block to the OS at once;
+    # by default it raises the threshold as blocks are freed and keeps later ones in its heap,
+    # so the RSS after the warm-up step would already hold memory the step reuses.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
