@@ -82,6 +82,22 @@ def _merge_qkv_grads(dq, dk, dv):
     return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs)  # (B, T, 3C)
 
 
+def _masked_softmax_(att):
+    """In place: scores (..., T, T) -> causal softmax probabilities along the last axis."""
+    att += causal_mask(att.shape[-1], att.dtype)  # -inf where s > t
+    # stable: subtract the row max (fmax.reduce: the same here, and faster than max)
+    att -= np.fmax.reduce(att, axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    att *= 1.0 / att.sum(axis=-1, keepdims=True)
+
+
+def _softmax_backward_(datt, att):
+    """In place: datt (..., T, T), the gradient of p = softmax(s), becomes the gradient of s:
+    ds = p * (dp - sum(dp * p)), the sum along each row."""
+    datt -= np.vecdot(datt, att)[..., None]
+    datt *= att
+
+
 def _heads_view(a, n_head):
     """(B, T, C) -> a (B, nh, T, hs) view of the same memory (no copy), to write head
     outputs straight into the merged (B, T, C) layout: matmul(..., out=view)."""
@@ -119,12 +135,10 @@ def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0,
     hs = C // n_head
     q, k, v, qkv_cache = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T, hs) each
 
-    att = q @ k.swapaxes(-1, -2)  # (B, nh, T, T) scores
-    att *= x.dtype.type(1.0 / np.sqrt(hs))  # scale so the scores have unit variance
-    att += causal_mask(T, x.dtype)  # in place: -inf where s > t
-    att -= att.max(axis=-1, keepdims=True)  # softmax, stable: subtract the row max
-    np.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)  # (B, nh, T, T) probs
+    # scores (q / sqrt(hs)) k^T: scaling q (T x hs) is cheaper than scaling the scores (T x T);
+    # the scale keeps the scores at unit variance, so the softmax does not saturate
+    att = (q * x.dtype.type(1.0 / np.sqrt(hs))) @ k.swapaxes(-1, -2)  # (B, nh, T, T)
+    _masked_softmax_(att)  # (B, nh, T, T) probs, in place
 
     drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, x.dtype)
     att_used = att if drop_mask is None else att * drop_mask
@@ -157,12 +171,12 @@ def attention_backward(dout, cache):
     datt = dy @ v.swapaxes(-1, -2)  # (B, nh, T, T)
     if drop_mask is not None:
         datt *= drop_mask
-    # softmax backward, then the 1/sqrt(hs) scale
-    datt -= (datt * att).sum(axis=-1, keepdims=True)
-    datt *= att
-    datt *= q.dtype.type(1.0 / np.sqrt(hs))  # (B, nh, T, T) gradient of the raw scores q k^T
+    _softmax_backward_(datt, att)  # (B, nh, T, T) gradient of the scaled scores
+    scale = q.dtype.type(1.0 / np.sqrt(hs))  # scores = (scale q) k^T
     np.matmul(datt, k, out=dq)
+    dq *= scale
     np.matmul(datt.swapaxes(-1, -2), q, out=dk)
+    dk *= scale
 
     dx, dw_attn, db_attn = linear_backward(dqkv.reshape(B, T, 3 * nh * hs), qkv_cache)
     return dx, dw_attn, db_attn, dw_proj, db_proj
