@@ -61,7 +61,7 @@ def matmul_peak(n=2048, repeats=5, dtype=np.float32):
         t0 = time.perf_counter()
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    return 2 * n * n * n / best
 
 
 # --- the two training steps ---------------------------------------------------------------

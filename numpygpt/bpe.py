@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import functools
 import heapq
-import json
-import os
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, quote, read_json
 
 # GPT-2's pre-tokenizer: contractions, words (with one leading space), numbers, punctuation runs,
 # and whitespace (a run of spaces keeps its last space for the word that follows: \s+(?!\S)).
@@ -364,18 +362,18 @@ class BPETokenizer:
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
-        d = _read_json(path, "tokenizer file")
+        d = read_json(path, "tokenizer file")
         try:
             return cls.from_dict(d)
         except ValueError as e:
-            raise ValueError(f"tokenizer file {_quote(path)}: {e}") from None
+            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
 
     @classmethod
     def from_gpt2_files(cls, vocab_json_path, merges_txt_path):
         """Load GPT-2's vocab.json ({token string: id}) and merges.txt ("#version" line, then
         one "left right" pair per line, in rank order). Ids come from vocab.json."""
-        table = _read_json(vocab_json_path, "vocab file")
-        where = f"vocab file {_quote(vocab_json_path)}"
+        table = read_json(vocab_json_path, "vocab file")
+        where = f"vocab file {quote(vocab_json_path)}"
         if not isinstance(table, dict):
             raise ValueError(f"{where} must hold a JSON object {{token: id}}")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in table.values()):
@@ -388,7 +386,7 @@ class BPETokenizer:
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
 
-        where = f"merges file {_quote(merges_txt_path)}"
+        where = f"merges file {quote(merges_txt_path)}"
         try:
             lines = Path(merges_txt_path).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -414,8 +412,8 @@ class BPETokenizer:
         try:
             return cls(vocab, merges)
         except ValueError as e:
-            raise ValueError(f"GPT-2 files {_quote(vocab_json_path)}, "
-                             f"{_quote(merges_txt_path)}: {e}") from None
+            raise ValueError(f"GPT-2 files {quote(vocab_json_path)}, "
+                             f"{quote(merges_txt_path)}: {e}") from None
 
     def save_gpt2_files(self, folder):
         """Write folder/vocab.json and folder/merges.txt in GPT-2's format (atomically).
@@ -449,20 +447,3 @@ def _utf8(chunk):
         ch = chunk[e.start]
         raise ValueError(f"the text holds {ch!r} (U+{ord(ch):04X}), a lone surrogate, which "
                          f"UTF-8 cannot encode") from None
-
-
-def _quote(path):
-    return repr(os.fspath(path))
-
-
-def _read_json(path, what):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{what} {_quote(path)} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {what} {_quote(path)}: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {_quote(path)} is not valid JSON: {e}") from None

@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import importlib
 import inspect
-import json
 import os
 import types
 import urllib.error
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .bpe import BPETokenizer
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, quote, read_json
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -164,11 +163,11 @@ class CharTokenizer:
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
-        d = _read_json(path, "tokenizer file")
+        d = read_json(path, "tokenizer file")
         try:
             return cls.from_dict(d)
         except ValueError as e:
-            raise ValueError(f"tokenizer file {_quote(path)}: {e}") from None
+            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
 
     def __eq__(self, other):
         return isinstance(other, CharTokenizer) and self._chars == other._chars
@@ -216,21 +215,6 @@ def _describe_char(ch):
     return f"{ch!r} (U+{ord(ch):04X})"
 
 
-def _quote(path):
-    return repr(os.fspath(path))
-
-
-def _read_json(path, what):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{what} {_quote(path)} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {what} {_quote(path)}: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {_quote(path)} is not valid JSON: {e}") from None
 
 
 # --- corpora -----------------------------------------------------------------------------------
@@ -386,20 +370,20 @@ def read_text_file(path):
     """
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data file {_quote(path)} does not exist")
+        raise DataError(f"data file {quote(path)} does not exist")
     if p.is_dir():
-        raise DataError(f"data file {_quote(path)} is a directory, not a text file")
+        raise DataError(f"data file {quote(path)} is a directory, not a text file")
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read data file {_quote(path)}: {e.strerror or e}") from None
+        raise DataError(f"cannot read data file {quote(path)}: {e.strerror or e}") from None
     if not raw:
-        raise DataError(f"data file {_quote(path)} is empty")
+        raise DataError(f"data file {quote(path)} is empty")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
-            f"data file {_quote(path)} is not valid UTF-8 "
+            f"data file {quote(path)} is not valid UTF-8 "
             f"(byte 0x{raw[e.start]:02x} at offset {e.start})"
         ) from None
     # Editors on Windows may start a file with a BOM; it is not part of the text.

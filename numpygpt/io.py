@@ -67,3 +67,22 @@ def atomic_save_npz(path, arrays):
             raise TypeError(f"array {name!r} has dtype object; only plain numeric arrays are saved")
     with atomic_open(path) as f:
         np.savez(f, **arrays)
+
+
+def quote(path):
+    """A path for an error message: repr keeps odd characters and the message on one line."""
+    return repr(os.fspath(path))
+
+
+def read_json(path, what):
+    """Parse a JSON file, with a one-line ValueError naming `what` and the path if it fails."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{what} {quote(path)} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {what} {quote(path)}: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {quote(path)} is not valid JSON: {e}") from None

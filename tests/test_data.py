@@ -1,15 +1,14 @@
 """Tests of numpygpt.data: tokenizer, corpora (downloads go to a local server), splits, batches."""
 
 import hashlib
-import http.server
 import json
 import socket
-import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from localhttp import LocalServer
 
 from numpygpt import data as D
 from numpygpt.data import CharTokenizer, DataError
@@ -151,39 +150,6 @@ def test_load_corpus_numpy_docs_roundtrips_through_tokenizer():
 # --- shakespeare download (against a local server, never the internet) ------------------------
 
 
-class _Server:
-    """A one-file HTTP server on 127.0.0.1 that counts the requests it gets."""
-
-    def __init__(self, content):
-        self.content = content
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                if self.path != "/input.txt":
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(outer.content)))
-                self.end_headers()
-                self.wfile.write(outer.content)
-
-            def log_message(self, *args):  # keep pytest's output clean
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/input.txt"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n"
 CONTENT_SHA = hashlib.sha256(CONTENT).hexdigest()
 
@@ -194,7 +160,8 @@ def server(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
-    s = _Server(CONTENT)
+    s = LocalServer({"input.txt": CONTENT})
+    s.url = s.base + "/input.txt"
     yield s
     s.close()
 
@@ -208,10 +175,10 @@ def test_download_then_cache(server, tmp_path):
     path = D.download_shakespeare(cache, url=server.url, sha256=CONTENT_SHA)
     assert path == cache / "tinyshakespeare.txt"
     assert path.read_bytes() == CONTENT
-    assert server.requests == 1
+    assert len(server.requests) == 1
     # second call: the cached file has the right hash, so no request is made
     assert D.download_shakespeare(cache, url=server.url, sha256=CONTENT_SHA) == path
-    assert server.requests == 1
+    assert len(server.requests) == 1
     assert _files(cache) == ["tinyshakespeare.txt"]
 
 
@@ -230,7 +197,7 @@ def test_corrupted_cache_is_downloaded_again(server, tmp_path):
     (cache / "tinyshakespeare.txt").write_bytes(CONTENT[:10])  # e.g. a truncated copy
     path = D.download_shakespeare(cache, url=server.url, sha256=CONTENT_SHA)
     assert path.read_bytes() == CONTENT
-    assert server.requests == 1
+    assert len(server.requests) == 1
 
 
 def test_corrupted_cache_and_bad_download_leave_nothing(server, tmp_path):

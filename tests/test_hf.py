@@ -3,15 +3,14 @@ other tools, clear errors, the downloader (against a local server, never the int
 `sample` command on a GPT-2 folder, and (optional, with transformers) logit parity with
 GPT2LMHeadModel in both directions."""
 
-import http.server
 import json
 import socket
-import threading
 from contextlib import redirect_stdout
 from io import StringIO
 
 import numpy as np
 import pytest
+from localhttp import LocalServer
 
 from numpygpt import hf
 from numpygpt.checkpoint import CheckpointError
@@ -260,41 +259,6 @@ def test_export_refusals(tmp_path):
 # --- downloading (a local server, never the internet) --------------------------------------
 
 
-class _Hub:
-    """A local HTTP server that serves files at /<repo>/resolve/main/<name>, like the Hub."""
-
-    def __init__(self, files, repo="openai-community/gpt2"):
-        self.files, self.requests, self.truncate = files, [], set()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests.append(self.path)
-                name = self.path.removeprefix(f"/{repo}/resolve/main/")
-                if name not in outer.files:
-                    self.send_error(404)
-                    return
-                data = outer.files[name]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                # a connection that breaks mid-file: half the bytes, then closed
-                self.wfile.write(data[: len(data) // 2] if name in outer.truncate else data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 def _no_proxy(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
@@ -313,8 +277,8 @@ def hub_files(tmp_path_factory):
 @pytest.fixture
 def hub(hub_files, monkeypatch):
     _no_proxy(monkeypatch)
-    server = _Hub(dict(hub_files))
-    monkeypatch.setattr(hf, "HF_BASE_URL", server.url)
+    server = LocalServer(dict(hub_files), prefix="/openai-community/gpt2/resolve/main/")
+    monkeypatch.setattr(hf, "HF_BASE_URL", server.base)
     yield server
     server.close()
 

@@ -27,7 +27,7 @@ def gelu_forward(x):
     s = x * x  # scratch buffer, becomes s step by step
     s *= t(2 * _K * _A)
     s += t(2 * _K)
-    s *= x  # 2u = 2K (x + A x^3), written as x (2K + 2KA x^2); x*x*x, never x**3 (slow)
+    s *= x  # 2u = 2K (x + A x^3) = x (2K + 2KA x^2): products, no slow power
     # s = sigmoid(2u) = 1 / (1 + exp(-2u)). For very negative u, exp(-2u) overflows to inf
     # and 1 / (1 + inf) = 0, the right limit: the overflow is harmless, so we silence it.
     np.negative(s, out=s)
