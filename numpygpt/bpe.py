@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_json, atomic_write_text, quote, read_json
+from .io import JsonSaveable, atomic_write_json, atomic_write_text, quote, read_json
 
 # GPT-2's pre-tokenizer: contractions, words (with one leading space), numbers, punctuation runs,
 # and whitespace (a run of spaces keeps its last space for the word that follows: \s+(?!\S)).
@@ -127,7 +127,7 @@ def merge(ids, pair, new_id):
     return out
 
 
-class BPETokenizer:
+class BPETokenizer(JsonSaveable):
     """A byte-level BPE tokenizer: `train` one on a text, or load GPT-2's own files.
 
     Inputs:
@@ -138,6 +138,7 @@ class BPETokenizer:
     """
 
     kind = "bpe"
+    json_what = "tokenizer file"  # for save/load's error messages
 
     def __init__(self, vocab, merges):
         vocab = [bytes(t) for t in vocab]
@@ -354,19 +355,6 @@ class BPETokenizer:
         if not isinstance(merges, list):
             raise ValueError("tokenizer 'merges' must be a list of [left, right] id pairs")
         return cls([str_to_token(s) for s in vocab], merges)
-
-    def save(self, path):
-        """Write the tokenizer to `path` as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path):
-        """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
-        d = read_json(path, "tokenizer file")
-        try:
-            return cls.from_dict(d)
-        except ValueError as e:
-            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
 
     @classmethod
     def from_gpt2_files(cls, vocab_json_path, merges_txt_path):

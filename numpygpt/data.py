@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .bpe import BPETokenizer
-from .io import atomic_write_bytes, atomic_write_json, quote, read_json
+from .io import JsonSaveable, atomic_write_bytes, quote
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -50,7 +50,7 @@ class DataError(ValueError):
 # --- tokenizer ---------------------------------------------------------------------------------
 
 
-class CharTokenizer:
+class CharTokenizer(JsonSaveable):
     """One token per character: id i stands for chars[i].
 
     Inputs:
@@ -58,6 +58,7 @@ class CharTokenizer:
     """
 
     kind = "char"
+    json_what = "tokenizer file"  # for save/load's error messages
 
     def __init__(self, chars):
         if not isinstance(chars, str):
@@ -155,19 +156,6 @@ class CharTokenizer:
         if not isinstance(chars, str):
             raise ValueError(f"tokenizer 'chars' must be a string, got {type(chars).__name__}")
         return cls(chars)
-
-    def save(self, path):
-        """Write the tokenizer to `path` as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path):
-        """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
-        d = read_json(path, "tokenizer file")
-        try:
-            return cls.from_dict(d)
-        except ValueError as e:
-            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
 
     def __eq__(self, other):
         return isinstance(other, CharTokenizer) and self._chars == other._chars
