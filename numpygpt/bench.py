@@ -49,6 +49,18 @@ def step_flops(cfg, B):
     return 3 * forward
 
 
+def blas_description():
+    """Which BLAS numpy runs, with which kernel and threads (e.g. "openblas SkylakeX, 2
+    threads"): the kernel decides the matmul peak, so every figure depends on it."""
+    from threadpoolctl import threadpool_info
+
+    libs = [f"{i['internal_api']} {i.get('architecture') or ''}".strip()
+            + f", {i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
+    kernel = os.environ.get("OPENBLAS_CORETYPE")
+    note = f" (OPENBLAS_CORETYPE={kernel} forces that kernel)" if kernel else ""
+    return "; ".join(libs) + note if libs else "unknown"
+
+
 def matmul_peak(n=2048, repeats=5, dtype=np.float32):
     """Best float32 GEMM throughput (FLOP/s) of this machine with the current BLAS threads."""
     rng = np.random.default_rng(0)

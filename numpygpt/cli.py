@@ -165,6 +165,7 @@ def cmd_bench(args):
         bench_attention,
         bench_kv_cache,
         bench_training,
+        blas_description,
         format_results,
         matmul_peak,
     )
@@ -179,7 +180,8 @@ def cmd_bench(args):
     if args.rounds < 1 or args.steps < 1:
         raise ValueError("--rounds and --steps must be >= 1")
     peak = matmul_peak()
-    print(f"float32 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+    print(f"BLAS: {blas_description()}; float32 matmul peak: {peak / 1e9:.0f} GFLOP/s",
+          flush=True)
     results = []
     for name in names:
         results.append(bench_training(name, rounds=args.rounds, steps=args.steps,
