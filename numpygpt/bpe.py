@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import JsonSaveable, atomic_write_json, atomic_write_text, quote, read_json
+from .io import atomic_write_json, atomic_write_text, quote, read_json
+from .tokenizer_base import Tokenizer
 
 # GPT-2's pre-tokenizer: contractions, words (with one leading space), numbers, punctuation runs,
 # and whitespace (a run of spaces keeps its last space for the word that follows: \s+(?!\S)).
@@ -127,7 +128,7 @@ def merge(ids, pair, new_id):
     return out
 
 
-class BPETokenizer(JsonSaveable):
+class BPETokenizer(Tokenizer):
     """A byte-level BPE tokenizer: `train` one on a text, or load GPT-2's own files.
 
     Inputs:
@@ -138,7 +139,6 @@ class BPETokenizer(JsonSaveable):
     """
 
     kind = "bpe"
-    json_what = "tokenizer file"  # for save/load's error messages
 
     def __init__(self, vocab, merges):
         vocab = [bytes(t) for t in vocab]
@@ -319,18 +319,9 @@ class BPETokenizer(JsonSaveable):
         - text: str. Bytes that do not form valid UTF-8 (e.g. a sequence that ends in the
           middle of a multi-byte character) become U+FFFD '�'.
         """
-        if not isinstance(ids, np.ndarray):
-            ids = np.array(list(ids))
+        ids = self._ids_to_decode(ids)
         if ids.size == 0:
             return ""
-        if ids.ndim != 1:
-            raise ValueError(f"decode takes a 1-D sequence of ids, got shape {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise ValueError(f"token id {ids[bad][0]} is out of range [0, {self.vocab_size}) "
-                             f"for this tokenizer's vocabulary")
         vocab = self._vocab
         return b"".join([vocab[i] for i in ids.tolist()]).decode("utf-8", errors="replace")
 

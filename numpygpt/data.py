@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .bpe import BPETokenizer
-from .io import JsonSaveable, atomic_write_bytes, quote
+from .io import atomic_write_bytes, quote
+from .tokenizer_base import Tokenizer
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -50,7 +51,7 @@ class DataError(ValueError):
 # --- tokenizer ---------------------------------------------------------------------------------
 
 
-class CharTokenizer(JsonSaveable):
+class CharTokenizer(Tokenizer):
     """One token per character: id i stands for chars[i].
 
     Inputs:
@@ -58,7 +59,6 @@ class CharTokenizer(JsonSaveable):
     """
 
     kind = "char"
-    json_what = "tokenizer file"  # for save/load's error messages
 
     def __init__(self, chars):
         if not isinstance(chars, str):
@@ -124,20 +124,9 @@ class CharTokenizer(JsonSaveable):
         Returns:
         - text: str of length len(ids)
         """
-        if not isinstance(ids, np.ndarray):
-            ids = np.array(list(ids))
+        ids = self._ids_to_decode(ids)
         if ids.size == 0:
             return ""
-        if ids.ndim != 1:
-            raise ValueError(f"decode takes a 1-D sequence of ids, got shape {ids.shape}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise ValueError(
-                f"token id {ids[bad][0]} is out of range [0, {self.vocab_size}) "
-                f"for this tokenizer's vocabulary"
-            )
         # Gather code points and let the UTF-32 codec build the string in one go.
         return self._cps[ids].tobytes().decode("utf-32-le", "surrogatepass")
 

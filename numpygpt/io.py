@@ -87,22 +87,3 @@ def read_json(path, what):
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} {quote(path)} is not valid JSON: {e}") from None
 
-
-class JsonSaveable:
-    """save(path) / load(path) for any class with to_dict() and from_dict(d): JSON, atomic.
-    `json_what` names the file in error messages."""
-
-    json_what = "file"
-
-    def save(self, path):
-        """Write this object to `path` as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path):
-        """Read an object written by `save`, with a ValueError naming the file if it is bad."""
-        d = read_json(path, cls.json_what)
-        try:
-            return cls.from_dict(d)
-        except ValueError as e:
-            raise ValueError(f"{cls.json_what} {quote(path)}: {e}") from None

@@ -1,0 +1,40 @@
+"""What every tokenizer shares: JSON save/load and the checks on ids before decoding."""
+
+import numpy as np
+
+from .io import atomic_write_json, quote, read_json
+
+
+class Tokenizer:
+    """Base of CharTokenizer and BPETokenizer. Subclasses give `kind`, `vocab_size`,
+    `encode`, `decode`, `to_dict` and `from_dict`."""
+
+    def save(self, path):
+        """Write the tokenizer to `path` as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path):
+        """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
+        d = read_json(path, "tokenizer file")
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
+
+    def _ids_to_decode(self, ids):
+        """ids (a 1-D array, list or iterable of ints) as an ndarray, checked to lie in
+        [0, vocab_size); an empty sequence comes back empty, unchecked."""
+        if not isinstance(ids, np.ndarray):
+            ids = np.array(list(ids))
+        if ids.size == 0:
+            return ids
+        if ids.ndim != 1:
+            raise ValueError(f"decode takes a 1-D sequence of ids, got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad.any():
+            raise ValueError(f"token id {ids[bad][0]} is out of range [0, {self.vocab_size}) "
+                             f"for this tokenizer's vocabulary")
+        return ids
