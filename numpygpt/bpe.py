@@ -336,10 +336,7 @@ class BPETokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d):
         """Rebuild a tokenizer from `to_dict()`'s output, with a ValueError if it is malformed."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a tokenizer description must be a dict, got {type(d).__name__}")
-        if d.get("kind") != cls.kind:
-            raise ValueError(f"expected a tokenizer of kind 'bpe', got kind {d.get('kind')!r}")
+        cls._check_description(d)
         vocab, merges = d.get("vocab"), d.get("merges")
         if not (isinstance(vocab, list) and all(isinstance(s, str) for s in vocab)):
             raise ValueError("tokenizer 'vocab' must be a list of strings")

@@ -137,10 +137,7 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d):
         """Rebuild a tokenizer from `to_dict()`'s output, with a ValueError if it is malformed."""
-        if not isinstance(d, dict):
-            raise ValueError(f"a tokenizer description must be a dict, got {type(d).__name__}")
-        if d.get("kind") != cls.kind:
-            raise ValueError(f"expected a tokenizer of kind 'char', got kind {d.get('kind')!r}")
+        cls._check_description(d)
         chars = d.get("chars")
         if not isinstance(chars, str):
             raise ValueError(f"tokenizer 'chars' must be a string, got {type(chars).__name__}")

@@ -17,7 +17,7 @@ lists the names of the outputs that did not.
 
 from __future__ import annotations
 
-import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,11 +328,9 @@ def check_param_count(fn, show=True):
 
 def fast_mode():
     """True in CI (CI=true) or with NUMPYGPT_FAST=1: notebooks shrink their training runs."""
-    import os
-
     return os.environ.get("NUMPYGPT_FAST", "") not in ("", "0") or \
         os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 __all__ = [name for name in dir() if name.startswith("check_")] + ["Report", "fast_mode",
-                                                                    "param_count", "math"]
+                                                                    "param_count"]

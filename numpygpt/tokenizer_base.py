@@ -22,6 +22,15 @@ class Tokenizer:
         except ValueError as e:
             raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
 
+    @classmethod
+    def _check_description(cls, d):
+        """Raise ValueError unless d is a dict describing a tokenizer of this class's kind."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a tokenizer description must be a dict, got {type(d).__name__}")
+        if d.get("kind") != cls.kind:
+            raise ValueError(f"expected a tokenizer of kind {cls.kind!r}, "
+                             f"got kind {d.get('kind')!r}")
+
     def _ids_to_decode(self, ids):
         """ids (a 1-D array, list or iterable of ints) as an ndarray, checked to lie in
         [0, vocab_size); an empty sequence comes back empty, unchecked."""
