@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import layers as Lr
+from .checkpoint import validate_params
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 
@@ -157,15 +158,10 @@ class GPT:
         return int(sum(p.size for p in self.params.values()))
 
     def load_params(self, params):
-        """Replace the parameters after checking names, shapes and dtype."""
+        """Replace the parameters after checking their names and shapes against the config
+        (a ValueError lists every mismatch); they are converted to the model's dtype."""
         expected = param_shapes(self.config)
-        problems = [f"missing {k}" for k in expected if k not in params]
-        problems += [f"unexpected {k}" for k in params if k not in expected]
-        problems += [f"{k}: expected shape {expected[k]}, got {tuple(np.shape(v))}"
-                     for k, v in params.items() if k in expected and np.shape(v) != expected[k]]
-        if problems:
-            raise ValueError("parameters do not fit the config: " + "; ".join(problems[:5])
-                             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+        validate_params(params, expected, what="the given")
         self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
         self._cache = None
 
