@@ -23,8 +23,3 @@ def check_last_dim(name, a, size, what):
     if a.ndim == 0 or a.shape[-1] != size:
         raise ValueError(f"{name} has shape {a.shape}; its last dimension must be {size} ({what})")
 
-
-def check_shape(name, a, shape):
-    """Raise ValueError unless a.shape == shape."""
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
