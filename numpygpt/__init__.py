@@ -3,12 +3,34 @@
     from numpygpt import GPT, GPTConfig, AdamW, SGD, clip_grad_norm
 """
 
-from .data import CharTokenizer
-from .model import GPT, GPTConfig
-from .optim import SGD, AdamW, clip_grad_norm, cosine_lr
-from .train import PRESETS, TrainConfig  # train() itself: from numpygpt.train import train
+import importlib
 
 __version__ = "0.1.0"
+
+# The names below are imported on first use (PEP 562), not here: `python -m numpygpt` imports
+# this file before anything else, and the command line must be running, and catching Ctrl-C,
+# before NumPy takes its few hundred milliseconds to import.
+_EXPORTS = {"CharTokenizer": "data", "GPT": "model", "GPTConfig": "model", "SGD": "optim",
+            "AdamW": "optim", "clip_grad_norm": "optim", "cosine_lr": "optim",
+            "PRESETS": "train", "TrainConfig": "train"}  # train(): from numpygpt.train import train
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:  # a submodule, as `import numpygpt; numpygpt.layers` found it before
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise  # a submodule that exists but fails to import: show why
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
 
 __all__ = ["GPT", "GPTConfig", "AdamW", "SGD", "clip_grad_norm", "cosine_lr", "CharTokenizer",
            "TrainConfig", "PRESETS"]

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from .errors import ConfigError, check_int
 from .model import GPT, GPTConfig
 from .optim import AdamW, clip_grad_norm
 from .train import PRESETS
@@ -220,6 +221,9 @@ def _limit_threads(threads):
 def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=None):
     """Measure one config. Returns a dict of figures (ms per step, tokens/s, GFLOP/s, MFU,
     peak memory, and with vs_torch the median numpygpt / torch time ratio)."""
+    for arg, value in (("rounds", rounds), ("steps", steps), ("threads", threads)):
+        if value is not None and check_int(arg, value) < 1:
+            raise ConfigError(f"{arg} must be >= 1, got {value}")
     threads = threads or os.cpu_count()
     if vs_torch:
         import torch

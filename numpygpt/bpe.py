@@ -26,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_json, atomic_write_text, quote, read_json
+from .io import (
+    MAX_TOKENIZER_BYTES,
+    atomic_write_json,
+    atomic_write_text,
+    quote,
+    read_json,
+    read_text,
+)
 from .tokenizer_base import Tokenizer
 
 # GPT-2's pre-tokenizer: contractions, words (with one leading space), numbers, punctuation runs,
@@ -76,7 +83,7 @@ def str_to_token(s):
     try:
         return bytes(table[c] for c in s)
     except KeyError as e:
-        raise ValueError(f"token {s!r} has the character {e.args[0]!r}, which is not one of "
+        raise ValueError(f"token {s!r:.60} has the character {e.args[0]!r}, which is not one of "
                          f"GPT-2's 256 byte characters") from None
 
 
@@ -345,10 +352,13 @@ class BPETokenizer(Tokenizer):
         return cls([str_to_token(s) for s in vocab], merges)
 
     @classmethod
-    def from_gpt2_files(cls, vocab_json_path, merges_txt_path):
+    def from_gpt2_files(cls, vocab_json_path, merges_txt_path, root=None):
         """Load GPT-2's vocab.json ({token string: id}) and merges.txt ("#version" line, then
-        one "left right" pair per line, in rank order). Ids come from vocab.json."""
-        table = read_json(vocab_json_path, "vocab file")
+        one "left right" pair per line, in rank order). Ids come from vocab.json.
+
+        Each file must be a regular file of at most MAX_TOKENIZER_BYTES (and, if `root` is
+        given, must not leave that folder through symbolic links). Raises ValueError."""
+        table = read_json(vocab_json_path, "vocab file", MAX_TOKENIZER_BYTES, root)
         where = f"vocab file {quote(vocab_json_path)}"
         if not isinstance(table, dict):
             raise ValueError(f"{where} must hold a JSON object {{token: id}}")
@@ -363,27 +373,23 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"{where}: {e}") from None
 
         where = f"merges file {quote(merges_txt_path)}"
-        try:
-            lines = Path(merges_txt_path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ValueError(f"{where} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read {where}: {e}") from None
+        text = read_text(merges_txt_path, "merges file", MAX_TOKENIZER_BYTES, root)
         merges = []
-        for lineno, line in enumerate(lines, start=1):
+        # (messages quote at most 60 characters of a line: one line, however long the line)
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line or (lineno == 1 and line.startswith("#version")):
                 continue
             parts = line.split(" ")
             if len(parts) != 2 or not all(parts):
                 raise ValueError(f"{where} line {lineno}: expected two tokens separated by one "
-                                 f"space, got {line!r}")
+                                 f"space, got {line!r:.60}")
             for p in parts:
                 if p not in table:
-                    raise ValueError(f"{where} line {lineno}: token {p!r} is not in the "
+                    raise ValueError(f"{where} line {lineno}: token {p!r:.60} is not in the "
                                      f"vocabulary")
             if parts[0] + parts[1] not in table:
                 raise ValueError(f"{where} line {lineno}: the merged token "
-                                 f"{parts[0] + parts[1]!r} is not in the vocabulary")
+                                 f"{parts[0] + parts[1]!r:.60} is not in the vocabulary")
             merges.append((table[parts[0]], table[parts[1]]))
         try:
             return cls(vocab, merges)

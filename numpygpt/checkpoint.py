@@ -18,29 +18,58 @@ OUT/config.json and OUT/tokenizer.json are human-readable copies for people and 
 They are written after ckpt.npz, so they may lag behind it after a crash; loading never
 reads them.
 
-Reading never unpickles: np.load(..., allow_pickle=False) refuses object arrays, and every
-failure (missing, truncated or foreign file, pickled data, bad metadata) becomes a
-CheckpointError with a one-line message naming the file.
+Reading trusts nothing in the file, and checks it before it costs memory or time:
+- only a regular file is read (not a FIFO or a device), and a folder's ckpt.npz must not be a
+  symbolic link that leaves the folder;
+- the zip directory first: how many entries it declares, no name twice, no two entries
+  sharing bytes, every entry's declared size consistent with its bytes on disk;
+- then each entry's .npy header (shape and dtype): the size it declares must be the entry's
+  size, and params and optimizer slots must be float16/32/64 (int, bool, complex, datetime,
+  structured and object arrays are refused: object arrays would need pickle, which is never
+  run); all of this before any array is allocated or any data decompressed;
+- then the data (the zip's CRC catches flipped bytes), the metadata's types, the tokenizer's
+  vocabulary against the model's vocab_size, and that every weight is finite.
+Every failure becomes a CheckpointError with a one-line message naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
+import zipfile
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_save_npz, atomic_write_json
+from .errors import UserError
+from .io import (
+    MAX_TOKENIZER_BYTES,
+    atomic_save_npz,
+    atomic_write_json,
+    human_bytes,
+    open_regular,
+    parse_json,
+)
+from .tokenizer_base import vocab_mismatch
 
 CKPT_NAME = "ckpt.npz"
 FORMAT = "numpygpt-checkpoint"
 VERSION = 1
 META_KEY = "meta.json"
 _ZIP_MAGIC = b"PK\x03\x04"  # every .npz is a zip archive and starts with a local file header
+MAX_META_BYTES = MAX_TOKENIZER_BYTES  # meta.json holds the tokenizer
+MAX_ENTRIES = 100_000  # GPT-2 XL with AdamW's two slots has 1,735 entries
+MAX_EXPANSION = 100  # a compressed entry above 1 MiB may expand at most this much
+FLOAT_DTYPES = ("float16", "float32", "float64")  # for params and optimizer slots
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint is missing, damaged, unsafe or does not fit the model."""
 
 
@@ -93,11 +122,22 @@ def _to_json(obj, what):
 
 
 def _array(a, what):
-    """Return `a` as an ndarray, refusing object arrays (they would need pickle to store)."""
+    """Return `a` as an ndarray, refusing what load_checkpoint refuses: dtypes other than
+    float16/32/64 (object arrays would need pickle) and NaN or inf."""
     a = np.asarray(a)
-    if a.dtype.hasobject:
-        raise TypeError(f"{what} has dtype {a.dtype}; only plain numeric arrays are saved")
+    if a.dtype.name not in FLOAT_DTYPES:
+        raise TypeError(f"{what} has dtype {a.dtype}; only {', '.join(FLOAT_DTYPES)} arrays "
+                        "are saved")
+    bad = a.size - np.count_nonzero(np.isfinite(a))
+    if bad:
+        raise ValueError(f"{what} has {bad:,} non-finite values (NaN or inf); a checkpoint "
+                         "holding them could not be loaded")
     return a
+
+
+def _check_name(name, what):
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} names must be non-empty strings, got {name!r}")
 
 
 def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train_state=None):
@@ -110,14 +150,15 @@ def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train
     - optimizer: None, or {"hyper": {...JSON...}, "slots": {slot: {param name: ndarray}}}
     - train_state: JSON-able dict (step, rng.bit_generator.state, ...); None means {}
 
-    Returns the path of ckpt.npz. Raises TypeError for object arrays or non-JSON values.
+    Returns the path of ckpt.npz. Raises TypeError for arrays that are not float16/32/64 or
+    for non-JSON values, ValueError for NaN or inf in an array; so whatever it saves,
+    load_checkpoint loads.
     """
     out_dir = Path(out_dir)
     train_state = {} if train_state is None else train_state
     arrays = {}
     for name, a in params.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"parameter names must be non-empty strings, got {name!r}")
+        _check_name(name, "parameter")
         arrays[f"param/{name}"] = _array(a, f"parameter {name!r}")
 
     hyper = None
@@ -127,12 +168,15 @@ def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train
             raise TypeError(f"optimizer dict has unknown keys {sorted(unknown)}; "
                             "expected 'hyper' and 'slots'")
         hyper = optimizer.get("hyper") or {}
+        if not isinstance(hyper, dict):  # load_checkpoint reads an object or null only
+            raise TypeError(f"optimizer 'hyper' must be a dict, got {type(hyper).__name__}")
         for slot, tensors in (optimizer.get("slots") or {}).items():
             # The slot is the text between the first two slashes, so it cannot contain one.
             if not isinstance(slot, str) or not slot or "/" in slot:
                 raise TypeError(f"optimizer slot names must be non-empty strings without '/', "
                                 f"got {slot!r}")
             for name, a in tensors.items():
+                _check_name(name, f"optimizer slot {slot!r} tensor")
                 arrays[f"optim/{slot}/{name}"] = _array(a, f"optimizer slot {slot}/{name!r}")
 
     meta = {
@@ -143,8 +187,12 @@ def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train
         "optimizer": json.loads(_to_json(hyper, "optimizer hyperparameters")),
         "train_state": json.loads(_to_json(train_state, "train_state")),
     }
-    arrays[META_KEY] = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"),
-                                     dtype=np.uint8)
+    raw = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    if len(raw) > MAX_META_BYTES:
+        raise ValueError(f"checkpoint metadata is {human_bytes(len(raw))}, more than the "
+                         f"{human_bytes(MAX_META_BYTES)} load_checkpoint reads")
+    parse_json(raw, "checkpoint metadata", ValueError)  # nesting and keys load_checkpoint takes
+    arrays[META_KEY] = np.frombuffer(raw, dtype=np.uint8)
 
     path = out_dir / CKPT_NAME
     atomic_save_npz(path, arrays)
@@ -157,106 +205,296 @@ def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train
 # --- loading ----------------------------------------------------------------------------
 
 
-def _read_arrays(path):
-    """Read every array of the .npz at `path` into memory, without ever unpickling."""
-    with open(path, "rb") as f:
-        head = f.read(len(_ZIP_MAGIC))
-        if not head:
-            raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes)")
-        if head != _ZIP_MAGIC:
-            # np.load would try pickle on such a file; say plainly what it is not.
-            raise CheckpointError(f"checkpoint '{path}' is not an .npz archive")
+@dataclass
+class _Entry:
+    """One array of the archive, as its zip and .npy headers declare it (nothing read yet)."""
+
+    info: zipfile.ZipInfo
+    key: str  # the entry's name without ".npy", e.g. "param/wte.weight"
+    header_len: int  # bytes of .npy header before the data
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self):
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
+
+
+def _kind(key):
+    """'meta', 'param' or 'optim' for the entries a checkpoint may hold, else None."""
+    if key == META_KEY:
+        return "meta"
+    kind, _, rest = key.partition("/")
+    if kind == "param" and rest:
+        return kind
+    slot, _, name = rest.partition("/")
+    return kind if kind == "optim" and slot and name else None
+
+
+def _end_record(f, size):
+    """(entries, directory bytes) as the zip's end record declares them, or None if it has
+    none (zipfile then reports the damage). Read before zipfile builds its directory, so that
+    a file declaring millions of entries is refused before it costs memory."""
+    tail_len = min(size, 22 + 0xFFFF)  # the 22-byte end record, then a comment of <= 64 KiB
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    i = tail.rfind(b"PK\x05\x06")
+    if i < 0 or len(tail) - i < 22:
+        return None
+    entries, dir_size = struct.unpack("<HL", tail[i + 10:i + 16])
+    zip64 = i >= 20 and tail[i - 20:i - 16] == b"PK\x06\x07"
+    if (entries == 0xFFFF or dir_size == 0xFFFFFFFF) and zip64:
+        # zip64 (over 65,535 entries or 4 GB): a locator just before the end record says
+        # where the zip64 end record, with the real counts, is
+        f.seek(struct.unpack("<Q", tail[i - 12:i - 4])[0])
+        record = f.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            entries, dir_size = struct.unpack("<QQ", record[32:48])
+    return entries, dir_size
+
+
+def _npy_header(member):
+    """(shape, fortran_order, dtype, header length) of a .npy stream, or None if the stream
+    is not .npy. np.lib.format parses the header (a Python literal) without eval."""
+    magic = member.read(8)  # "\x93NUMPY", major, minor
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        return None
+    read_header = {1: np.lib.format.read_array_header_1_0,
+                   2: np.lib.format.read_array_header_2_0}.get(magic[6])
+    if read_header is None:
+        raise ValueError(f".npy format version {magic[6]}.{magic[7]} is not supported")
+    shape, fortran_order, dtype = read_header(member)
+    return shape, fortran_order, dtype, member.tell()
+
+
+def _check_entry(where, zf, info):
+    """Check one zip entry's declared sizes, then its .npy header. Returns an _Entry."""
+    name = info.filename
+    key = name.removesuffix(".npy")
+    kind = _kind(key)
+    if key == name:
+        raise CheckpointError(f"{where}: entry {name!r} is not a .npy array")
+    if kind is None:
+        raise CheckpointError(f"{where}: unexpected entry {key!r}")
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{where}: entry {key!r} is encrypted")
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != info.file_size:
+            raise CheckpointError(f"{where}: entry {key!r} declares {info.file_size:,} bytes but "
+                                  f"stores {info.compress_size:,}")
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        if info.file_size > max(1 << 20, MAX_EXPANSION * info.compress_size):
+            raise CheckpointError(
+                f"{where}: entry {key!r} would expand from {human_bytes(info.compress_size)} to "
+                f"{human_bytes(info.file_size)}; numpygpt refuses compressed entries that "
+                f"expand more than {MAX_EXPANSION} times (its own are not compressed)")
+    else:
+        raise CheckpointError(f"{where}: entry {key!r} uses zip compression method "
+                              f"{info.compress_type}; numpygpt reads stored or deflated entries")
+
+    with zf.open(info) as member:
+        header = _npy_header(member)
+    if header is None:
+        raise CheckpointError(f"{where}: entry {key!r} is not a .npy array")
+    shape, fortran_order, dtype, header_len = header
+    e = _Entry(info, key, header_len, shape, dtype, fortran_order)
+    if dtype.hasobject:  # would be unpickled: never
+        raise CheckpointError(f"{where}: entry {key!r} contains pickled data; refusing to load it")
+    if kind == "meta":
+        if dtype != np.uint8 or len(shape) != 1:
+            raise CheckpointError(f"{where}: {META_KEY} must be a 1-D uint8 array, got {dtype} "
+                                  f"of shape {shape}")
+        if e.nbytes > MAX_META_BYTES:
+            raise CheckpointError(f"{where}: {META_KEY} is {human_bytes(e.nbytes)}, more than "
+                                  f"the {human_bytes(MAX_META_BYTES)} numpygpt reads")
+    elif dtype.kind != "f" or dtype.name not in FLOAT_DTYPES:
+        what = "parameter" if kind == "param" else "optimizer slot"
+        raise CheckpointError(f"{where}: {what} {key!r} has dtype {str(dtype):.60}; parameters "
+                              f"and optimizer slots must be {', '.join(FLOAT_DTYPES)}")
+    if any(d < 0 for d in shape):
+        raise CheckpointError(f"{where}: entry {key!r} declares the shape {shape}")
+    if header_len + e.nbytes != info.file_size:
+        raise CheckpointError(
+            f"{where}: entry {key!r} declares shape {shape} of {dtype} "
+            f"({human_bytes(e.nbytes)}) but holds {human_bytes(info.file_size - header_len)}")
+    return e
+
+
+def _read_entry(zf, e):
+    """The array of entry `e`, read in chunks straight into its memory."""
+    a = np.empty(math.prod(e.shape), dtype=e.dtype)
+    buf, pos = a.view(np.uint8), 0
+    with zf.open(e.info) as member:
+        member.read(e.header_len)
+        while pos < buf.size:  # the zip's CRC is checked as the last chunk arrives
+            chunk = member.read(min(1 << 24, buf.size - pos))
+            if not chunk:
+                raise EOFError(f"entry {e.key!r} ends early")
+            buf[pos:pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            pos += len(chunk)
+    return a.reshape(e.shape[::-1]).T if e.fortran_order else a.reshape(e.shape)
+
+
+def _read_arrays(path, f):
+    """Every array of the .npz open as `f`, each checked (see the module docstring) before
+    any is read. Returns key -> ndarray, e.g. "param/wte.weight" -> array."""
+    where = f"checkpoint '{path}'"
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(len(_ZIP_MAGIC))
+    if not head:
+        raise CheckpointError(f"{where} is empty (0 bytes)")
+    if head != _ZIP_MAGIC:
+        # np.load would try pickle on such a file; say plainly what it is not.
+        raise CheckpointError(f"{where} is not an .npz archive")
+    try:
+        end = _end_record(f, size)
+        if end is not None and (end[0] > MAX_ENTRIES or end[1] > MAX_ENTRIES * 1024):
+            raise CheckpointError(f"{where} declares {end[0]:,} entries in a "
+                                  f"{human_bytes(end[1])} directory; a checkpoint holds at "
+                                  f"most {MAX_ENTRIES:,}")
         f.seek(0)
-        try:
-            npz = np.load(f, allow_pickle=False)
-        except Exception as e:  # zipfile, zlib and numpy report damage with many types
-            raise CheckpointError(f"checkpoint '{path}' is damaged or truncated "
-                                  f"({type(e).__name__}: {e})") from None
-        arrays = {}
-        with npz:
-            for key in npz.files:
-                # Object arrays only fail when accessed, so every member is read here.
-                try:
-                    a = npz[key]
-                except ValueError as e:
-                    if "pickle" in str(e).lower():
-                        raise CheckpointError(f"checkpoint '{path}': entry {key!r} contains "
-                                              "pickled data; refusing to load it") from None
-                    raise CheckpointError(f"checkpoint '{path}' is damaged: entry {key!r} "
-                                          f"({e})") from None
-                except Exception as e:
-                    raise CheckpointError(f"checkpoint '{path}' is damaged or truncated: entry "
-                                          f"{key!r} ({type(e).__name__}: {e})") from None
-                # Members not stored as .npy come back as raw bytes: not something we wrote.
-                if not isinstance(a, np.ndarray):
-                    raise CheckpointError(f"checkpoint '{path}': entry {key!r} is not a "
-                                          ".npy array")
-                arrays[key] = a
-    return arrays
+        with zipfile.ZipFile(f) as zf:
+            infos = zf.infolist()
+            twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
+            if twice:
+                raise CheckpointError(f"{where} holds {len(twice)} entry names twice, e.g. "
+                                      f"{twice[0]!r}; which one is meant is ambiguous")
+            spans = sorted((i.header_offset, i.header_offset + 30 + i.compress_size, i.filename)
+                           for i in infos)  # a local header is 30 bytes and more
+            for (_, end_a, a), (start_b, _, b) in pairwise(spans):
+                if end_a > start_b:  # the trick of zip bombs that reuse bytes
+                    raise CheckpointError(f"{where}: entries {a!r} and {b!r} overlap")
+            if spans and spans[-1][1] > size:
+                raise CheckpointError(f"{where} is truncated: entry {spans[-1][2]!r} ends past "
+                                      "the end of the file")
+            entries = [_check_entry(where, zf, i) for i in infos]
+            total = sum(e.nbytes for e in entries)
+            from .model import machine_memory
+
+            ram = machine_memory()
+            if ram is not None and total > ram:
+                raise CheckpointError(f"{where} holds {human_bytes(total)} of arrays, more than "
+                                      f"this machine's {human_bytes(ram)} of RAM")
+            return {e.key: _read_entry(zf, e) for e in entries}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError,
+            TypeError, SyntaxError, struct.error, NotImplementedError, RuntimeError) as e:
+        # zipfile, zlib and numpy's header parser report damage with many types
+        reason = " ".join(str(e).split())
+        raise CheckpointError(f"{where} is damaged or truncated ({type(e).__name__}: "
+                              f"{reason:.200})") from None
 
 
 def _read_meta(path, arrays):
-    """Decode and check the meta.json entry. Returns the metadata dict."""
+    """Decode and check the meta.json entry: every field load_checkpoint passes on has the
+    type it should. Returns the metadata dict."""
+    where = f"checkpoint '{path}'"
     if META_KEY not in arrays:
-        raise CheckpointError(f"checkpoint '{path}' has no {META_KEY} entry "
-                              "(not a numpygpt checkpoint?)")
-    raw = arrays.pop(META_KEY)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"checkpoint '{path}': {META_KEY} must be a 1-D uint8 array, "
-                              f"got {raw.dtype} of shape {raw.shape}")
+        raise CheckpointError(f"{where} has no {META_KEY} entry (not a numpygpt checkpoint?)")
+    raw = arrays.pop(META_KEY).tobytes()
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
-        raise CheckpointError(f"checkpoint '{path}': {META_KEY} is not valid UTF-8 JSON "
-                              f"({e})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{where}: {META_KEY} is not valid UTF-8 JSON (byte {e.start}: "
+                              f"{e.reason})") from None
+    meta = parse_json(text, f"{where}: {META_KEY}", CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"checkpoint '{path}': format is {got!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"{where}: format is {got!r:.60}, expected {FORMAT!r}")
     version = meta.get("version")
     if type(version) is not int or version != VERSION:
-        raise CheckpointError(f"checkpoint '{path}': unsupported version {version!r} "
+        raise CheckpointError(f"{where}: unsupported version {version!r:.60} "
                               f"(this numpygpt reads version {VERSION})")
     for key in ("config", "tokenizer", "train_state"):
         if not isinstance(meta.get(key), dict):
             problem = "missing" if key not in meta else f"not an object ({meta[key]!r:.40})"
-            raise CheckpointError(f"checkpoint '{path}': {META_KEY} key {key!r} is {problem}")
+            raise CheckpointError(f"{where}: {META_KEY} key {key!r} is {problem}")
     hyper = meta.get("optimizer")
     if hyper is not None and not isinstance(hyper, dict):
-        raise CheckpointError(f"checkpoint '{path}': optimizer must be an object or null")
+        raise CheckpointError(f"{where}: optimizer must be an object or null")
     return meta
 
 
-def load_checkpoint(path):
+def _check_finite(path, arrays):
+    """Refuse NaN or inf in any array: NaN logits make every sampled token 0 (blank text)
+    and a resumed run cannot recover from them."""
+    bad = []
+    for key, a in arrays.items():
+        n = a.size - np.count_nonzero(np.isfinite(a))
+        if n:
+            bad.append(f"{key} ({n:,} of {a.size:,})")
+    if bad:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds NaN or inf values in {len(bad)} arrays: {_listing(bad)}; "
+            "a model with them predicts nothing (NaN logits). It was saved after training "
+            "diverged, or damaged: use an earlier checkpoint (to inspect this one, "
+            "load_checkpoint(path, check_finite=False))")
+
+
+def _check_model(path, config, tokenizer, params):
+    """When the checkpoint says which model it holds (config["model"], as numpygpt's training
+    writes), check what a lying file could make expensive or wrong later: n_layer against the
+    layers the parameters have (a claim of 10^6 layers would list 12 million names before any
+    shape is compared), and the tokenizer's vocabulary against vocab_size."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return
+    n_layer = model.get("n_layer")
+    layers = {name.split(".")[1] for name in params if name.startswith("h.")}
+    if type(n_layer) is int and n_layer != len(layers):
+        raise CheckpointError(f"checkpoint '{path}': its config says n_layer={n_layer:,} but "
+                              f"it holds the parameters of {len(layers):,} layers")
+    V = model.get("vocab_size")
+    if type(V) is not int:
+        return  # GPTConfig.from_dict reports it
+    from .data import tokenizer_from_dict
+
+    try:
+        tok = tokenizer_from_dict(tokenizer)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint '{path}': its tokenizer is not usable: {e}") from None
+    problem = vocab_mismatch(tok.vocab_size, V)
+    if problem:
+        raise CheckpointError(f"checkpoint '{path}': {problem}")
+
+
+def load_checkpoint(path, check_finite=True):
     """Load a checkpoint saved by save_checkpoint.
 
     Inputs:
     - path: the checkpoint folder, or the ckpt.npz file itself
+    - check_finite: refuse a checkpoint holding NaN or inf (False: load it, to inspect it)
 
     Returns a Checkpoint. Raises CheckpointError (one line, naming the file) on any problem.
     """
     given = Path(path)
     path = checkpoint_path(given)
-    if not path.is_file():
+    if not os.path.lexists(path):
         folder = given if path.name != given.name else path.parent
         raise CheckpointError(f"no checkpoint at '{path}' "
                               f"(train one with `python -m numpygpt train --out {folder}`)")
+    # A folder's ckpt.npz must stay inside it; a file named by the user is read where it is.
+    root = given if path != given else None
     try:
-        arrays = _read_arrays(path)
-    except OSError as e:  # e.g. permission denied, or a read error from the disk
-        raise CheckpointError(f"cannot read checkpoint '{path}': {e}") from None
+        with open_regular(path, "checkpoint", root=root, error=CheckpointError) as f:
+            arrays = _read_arrays(path, f)
+    except OSError as e:  # e.g. a read error from the disk
+        raise CheckpointError(f"cannot read checkpoint '{path}': {e.strerror or e}") from None
     meta = _read_meta(path, arrays)
+    if check_finite:
+        _check_finite(path, arrays)
 
     params, slots = {}, {}
-    for key, a in arrays.items():
+    for key, a in arrays.items():  # every key is param/<name> or optim/<slot>/<name> by now
         kind, _, rest = key.partition("/")
-        if kind == "param" and rest:
+        if kind == "param":
             params[rest] = a
-            continue
-        slot, _, name = rest.partition("/")
-        if kind == "optim" and slot and name:
+        else:
+            slot, _, name = rest.partition("/")
             slots.setdefault(slot, {})[name] = a
-            continue
-        raise CheckpointError(f"checkpoint '{path}': unexpected entry {key!r}")
+    _check_model(path, meta["config"], meta["tokenizer"], params)
 
     hyper = meta.get("optimizer")
     if hyper is None and slots:

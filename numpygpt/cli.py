@@ -1,19 +1,28 @@
-"""The command line: `python -m numpygpt {train, sample, gradcheck}`.
+"""The command line: `python -m numpygpt {train, sample, bench, gradcheck, course}`.
 
-Every user error ends with one line on stderr and a non-zero exit code, never a traceback.
+The error rule (see numpygpt.errors): a user's mistake (a file, a flag, a checkpoint, a folder)
+is a UserError and ends with one line on stderr and exit code 1; anything else is a bug (in
+numpygpt, or in a learner's edit of a layer) and shows its full traceback. `--debug` (before
+the command) or NUMPYGPT_DEBUG=1 shows the traceback of user errors too. Ctrl-C at any moment
+exits with 130 and one line; during training it first saves a checkpoint.
+
+This module imports nothing heavy at the top (NumPy comes with the commands), so that main()
+is running, and catching Ctrl-C, a few milliseconds after the interpreter starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
+from .errors import ConfigError, UserError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +39,9 @@ def _add_train_flags(p):
                    help="model and schedule recipe (default: baby)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (other flags override its settings)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds one (replaces only the "
+                        "run's own files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sample-tokens", type=int, default=300,
                    help="tokens of sample to print at the end (default 300)")
@@ -52,40 +64,74 @@ def _add_train_flags(p):
 
 def _train_config(args):
     """Preset (or, with --resume, the saved run's settings) overridden by the given flags."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
     from .train import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume:
         if "preset" in given:
-            raise ValueError("--preset cannot be combined with --resume: a resumed run keeps "
-                             "its own settings (override single ones with their flags)")
-        saved = dict(load_checkpoint(given.get("out", "out")).config.get("train", {}))
+            raise ConfigError("--preset cannot be combined with --resume: a resumed run keeps "
+                              "its own settings (override single ones with their flags)")
+        if args.overwrite:
+            raise ConfigError("--overwrite cannot be combined with --resume: choose one")
+        out = given.get("out", "out")
+        saved = load_checkpoint(out).config.get("train")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"checkpoint in '{out}' has no config.train: it was not saved "
+                                  "by `numpygpt train` and cannot be resumed")
+        saved = dict(saved)
         if saved.get("lr_decay_iters") is None and "max_iters" in saved:
             # The run's schedule was as long as its max_iters. Keep it so: a new --max-iters
             # must not silently reshape the part of the schedule already trained (stretch it
             # explicitly with --lr-decay-iters).
             saved["lr_decay_iters"] = saved["max_iters"]
-        return TrainConfig(**{**saved, **given})
+        # The saved settings alone first: a damaged file is the checkpoint's fault, a bad
+        # value after the flags are applied is the flag's.
+        unknown = sorted(str(k) for k in saved if k not in {f.name for f in fields(TrainConfig)})
+        try:
+            if unknown:
+                raise ConfigError(f"unknown settings {', '.join(unknown)}")
+            TrainConfig(**saved)
+        except ConfigError as e:
+            raise CheckpointError(f"checkpoint in '{out}' holds settings that are not valid: "
+                                  f"{e}") from None
+        # The run continues where it was loaded from, even if it was saved elsewhere (a
+        # folder moved or renamed): never in the folder its config names.
+        return TrainConfig(**{**saved, **given, "out": str(out)})
     return TrainConfig.preset_config(given.pop("preset", "baby"), **given)
 
 
 def cmd_train(args):
-    from .train import train
+    import contextlib
 
-    cfg = _train_config(args)
+    import numpy as np
+
+    from .train import check_out_folder, check_run_memory, train
+
     if args.sample_tokens < 0:
-        raise ValueError(f"--sample-tokens must be >= 0, got {args.sample_tokens}")
+        raise ConfigError(f"--sample-tokens must be >= 0, got {args.sample_tokens}")
+    cfg = _train_config(args)
+    check_run_memory(cfg)  # train() checks these too; here they come before the banner
+    check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
     print(f"training preset '{cfg.preset}' on '{cfg.data}' for {cfg.max_iters} iterations "
           f"(n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, "
           f"block_size={cfg.block_size}, batch_size={cfg.batch_size})", flush=True)
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    # A run that blows up ends in one line ("loss became nan at step 7 ..."); NumPy's overflow
+    # warnings on the way there are noise, except when debugging.
+    quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
+    with quiet:
+        result = train(cfg, resume=args.resume, progress=not args.no_progress,
+                       overwrite=args.overwrite)
     m = result.metrics
     status = "interrupted at" if m["interrupted"] else "finished"
     print(f"{status} step {m['step']}: train loss {m['train_loss']:.4f}, "
           f"val loss {m['val_loss']:.4f}, {m['tokens_per_sec'] or 0:,.0f} tokens/s, "
           f"{m['wall_seconds']:.1f} s, {m['n_params']:,} parameters")
     print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
+    if m["interrupted"]:  # saved, and no sample: the user asked to stop
+        print(f"numpygpt train: interrupted at step {m['step']}; the checkpoint is saved in "
+              f"'{cfg.out}' (continue with --resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.sample_tokens:
         # "": start from a newline if the vocabulary has one (a corpus may have none)
         text = _sample_text(result.model, result.tokenizer, "", args.sample_tokens,
@@ -98,26 +144,36 @@ def cmd_train(args):
 
 
 def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
+    import numpy as np
+
     if prompt == "":  # start from a newline when the tokenizer can encode one
         byte_level = getattr(tokenizer, "kind", "") == "bpe"  # encodes any text
         prompt = "\n" if byte_level or "\n" in getattr(tokenizer, "chars", "") else None
-    ids = tokenizer.encode(prompt) if prompt is not None else np.array([0])
+    try:
+        ids = tokenizer.encode(prompt) if prompt is not None else np.array([0])
+    except ValueError as e:  # a character the vocabulary lacks: the user's prompt
+        raise ConfigError(f"--prompt: {e}") from None
     out = model.generate(ids[None, :].astype(np.int64), n, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed)
     return tokenizer.decode(out[0])
 
 
 def cmd_sample(args):
+    import numpy as np
+
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import tokenizer_from_dict
-    from .hf import from_pretrained, gpt2_name, is_gpt2_folder, load_tokenizer
-    from .model import GPT, GPTConfig
+    from .hf import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
+    from .model import GPT, GPTConfig, check_sampling
 
     if args.tokens < 0:
-        raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
+        raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
+    _check_seed(args.seed)
+    check_sampling(args.temperature, args.top_k, args.top_p)  # before loading anything
     ckpt = args.ckpt
-    if is_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
-        # GPT-2 in Hugging Face format: a folder, or a name downloaded once into the cache
+    if looks_like_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
+        # GPT-2 in Hugging Face format: a folder (from_pretrained says what it lacks), or a
+        # name downloaded once into the cache
         model = from_pretrained(ckpt)
         tokenizer = load_tokenizer(ckpt)
         if tokenizer is None:
@@ -143,9 +199,15 @@ def cmd_sample(args):
     return 0
 
 
+def _check_seed(seed):
+    if seed is not None and seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
+
+
 def cmd_gradcheck(args):
     from .gradcheck import format_table, run_layer_checks, run_model_checks
 
+    _check_seed(args.seed)
     rows = [(layer, label, name, err, thr) for layer, label, name, err, thr
             in run_layer_checks(args.seed)]
     if not args.layers_only:
@@ -171,14 +233,19 @@ def cmd_bench(args):
     )
 
     names = list(BENCH_CONFIGS) if args.config == "all" else [args.config]
+    # Every flag is checked before the benchmark runs (minutes), not after it.
+    for flag, value in (("--rounds", args.rounds), ("--steps", args.steps),
+                        ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.json:
+        _check_writable(args.json, "--json")
     if args.vs_torch:
         try:
             import torch  # noqa: F401
         except ImportError:
-            raise ValueError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
-                             "never does") from None
-    if args.rounds < 1 or args.steps < 1:
-        raise ValueError("--rounds and --steps must be >= 1")
+            raise ConfigError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
+                              "never does") from None
     peak = matmul_peak()
     print(f"BLAS: {blas_description()}; float32 matmul peak: {peak / 1e9:.0f} GFLOP/s",
           flush=True)
@@ -197,13 +264,44 @@ def cmd_bench(args):
     if args.json:
         from .io import atomic_write_json
 
-        atomic_write_json(args.json, results)
+        try:
+            atomic_write_json(args.json, results)
+        except OSError as e:
+            raise UserError(f"cannot write --json '{args.json}': {e.strerror or e}") from None
+    return 0
+
+
+def _check_writable(path, flag):
+    """ConfigError unless a file can be written at `path`: its folder exists and is writable,
+    and it is not a folder itself (an atomic write creates a temporary file beside it)."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{flag} '{path}' is a folder, not a file")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} '{path}': the folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
+                                                    and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag} '{path}' is not writable")
+
+
+def cmd_course_build(args):
+    from .coursesite import build_site
+
+    def warn(line):
+        print(line, file=sys.stderr, flush=True)
+
+    build_site(args.out, args.notebooks, fast=args.fast, stubs=args.stubs,
+               log=lambda line: print(line, flush=True), warn=warn)
     return 0
 
 
 def build_parser():
     parser = _Parser(prog="python -m numpygpt",
                      description="A GPT in pure NumPy with hand-written backward passes.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of every error, a user's mistake too "
+                             "(also: NUMPYGPT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a GPT (default: the baby preset on numpy-docs)")
@@ -238,20 +336,53 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers-only", action="store_true", help="skip the whole-model checks")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("course", help="the course: build its web site")
+    course = p.add_subparsers(dest="course_command", metavar="{build}", required=True,
+                              parser_class=_Parser)
+    p = course.add_parser("build", help="run every notebook and write a static site: the "
+                                        "course map, one page per notebook with its plots")
+    p.add_argument("--out", default="site",
+                   help="folder for the site (default ./site); a previous build there is "
+                        "replaced, any other non-empty folder is refused")
+    p.add_argument("--notebooks", default=None,
+                   help="folder of the course notebooks (default: notebooks/ of this checkout)")
+    p.add_argument("--fast", action="store_true",
+                   help="NUMPYGPT_FAST=1: shrink every training run (a quick build, with "
+                        "rougher losses and plots)")
+    p.add_argument("--stubs", action="store_true",
+                   help="run the exercises as the learner gets them (stubs), not with the "
+                        "solutions put in")
+    p.set_defaults(func=cmd_course_build)
     return parser
 
 
-def main(argv=None):
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .train import TrainingError
+def _debug_from_env():
+    return os.environ.get("NUMPYGPT_DEBUG", "").strip() not in ("", "0")
 
-    args = build_parser().parse_args(argv)
-    try:
+
+def main(argv=None):
+    """Run a command; return its exit code: 0, 1 for a user's mistake, 2 for a usage error
+    (argparse exits with it), 130 for Ctrl-C.
+
+    Only a UserError (and Ctrl-C) is turned into one line on stderr. Any other exception is a
+    bug, in numpygpt or in a learner's edit of it: it propagates, and Python prints its full
+    traceback (exit code 1), which is what finds the bug.
+    """
+    command, debug = "numpygpt", _debug_from_env()
+    try:  # from the first line: a Ctrl-C while NumPy is still importing is one line too
+        args = build_parser().parse_args(argv)
+        command, debug = f"numpygpt {args.command}", debug or args.debug
+        args.debug = debug
         return args.func(args)
-    except (DataError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
-        print(f"numpygpt {args.command}: error: {e}", file=sys.stderr)
+    except UserError as e:
+        if debug:
+            raise
+        message = " ".join(str(e).splitlines())  # one line, whatever the message holds
+        print(f"{command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"numpygpt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        if debug:
+            raise
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .bpe import BPETokenizer
-from .io import atomic_write_bytes, quote
+from .errors import UserError
+from .io import atomic_write_bytes, quote, read_bytes
 from .tokenizer_base import Tokenizer
 
 SHAKESPEARE_URL = (
@@ -41,7 +42,12 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 SHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 
 
-class DataError(ValueError):
+# A corpus is read whole into memory and becomes int64 ids (8 bytes a token): 1 GiB of text
+# is already ~10 GB of arrays. Larger files are refused before a byte is read.
+MAX_DATA_BYTES = 2**30
+
+
+class DataError(UserError, ValueError):
     """A problem with the user's data (missing file, bad encoding, failed download, too short).
 
     Its message is one line meant for the user, so a command-line tool can print it as is.
@@ -305,10 +311,14 @@ def download_shakespeare(
     """
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = folder / SHAKESPEARE_FILENAME
-    if path.is_file():
-        if _sha256_file(path) == sha256:
-            return path
-        path.unlink()  # corrupted or truncated: useless, so fetch a fresh copy
+    try:
+        if path.is_file():
+            if _sha256_file(path) == sha256:
+                return path
+            path.unlink()  # corrupted or truncated: useless, so fetch a fresh copy
+    except OSError as e:
+        raise DataError(f"cannot use the cached corpus {quote(path)}: {e.strerror or e}") \
+            from None
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
@@ -329,28 +339,30 @@ def download_shakespeare(
             f"the file downloaded from {url} has sha256 {actual}, expected {sha256}; "
             f"it was not saved"
         )
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise DataError(f"cannot save the Shakespeare corpus to {quote(path)}: "
+                        f"{e.strerror or e} (set NUMPYGPT_CACHE to a writable folder)") from None
     return path
 
 
-def read_text_file(path):
+def read_text_file(path, max_bytes=None):
     """Read a UTF-8 text file, with a one-line DataError naming the path if it is not usable.
+
+    Only a regular file is read (a symlink to one is fine): a folder, a FIFO, a socket or a
+    device such as /dev/zero is refused before reading (a FIFO would block forever, /dev/zero
+    would fill the memory). So is a file larger than max_bytes (default MAX_DATA_BYTES).
 
     Inputs:
     - path: str or Path
+    - max_bytes: the size limit in bytes
 
     Returns:
     - text: str (a leading byte-order mark is dropped)
     """
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file {quote(path)} does not exist")
-    if p.is_dir():
-        raise DataError(f"data file {quote(path)} is a directory, not a text file")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read data file {quote(path)}: {e.strerror or e}") from None
+    raw = read_bytes(path, "data file", MAX_DATA_BYTES if max_bytes is None else max_bytes,
+                     error=DataError)
     if not raw:
         raise DataError(f"data file {quote(path)} is empty")
     try:

@@ -18,24 +18,43 @@ beyond an optional `transformer.` prefix, no transposes. The LM head is tied to 
 Every problem with reading a folder, a file or a download is a CheckpointError (a ValueError),
 and every export refusal a ValueError, with a one-line message that says what is wrong and what
 to do (the command line prints it as it is).
+
+A folder may come from anyone, so reading checks before it trusts: only regular files inside
+the folder are read (see numpygpt.io), config.json and the tokenizer files are bounded in size
+and nesting, the safetensors header is checked (each tensor's dtype, shape and byte range
+inside the file, no two sharing bytes) and compared with config.json before any tensor is
+read, only float tensors are accepted, every weight must be finite, and the tokenizer's
+vocabulary must be the model's vocab_size.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
+import math
 import os
 import re
+import struct
 import urllib.error
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .checkpoint import CKPT_NAME, CheckpointError, validate_params
 from .data import default_cache_dir
-from .io import atomic_open, atomic_write_bytes, atomic_write_json
+from .io import (
+    MAX_CONFIG_BYTES,
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    open_regular,
+    parse_json,
+    read_json,
+)
 from .model import GPT, GPTConfig, param_shapes
+from .tokenizer_base import vocab_mismatch
 
 HF_BASE_URL = "https://huggingface.co"  # the HF_ENDPOINT environment variable overrides it
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -48,6 +67,11 @@ PREFIX = "transformer."  # GPT2LMHeadModel's name for the GPT2Model inside it
 # Attention-mask buffers that older exports store next to the weights (not parameters).
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are 0.5 x (1 + tanh(...)), like ours
+MAX_HEADER_BYTES = 16 << 20  # a safetensors header; GPT-2 XL's is 60 KB
+# safetensors dtypes NumPy has (BF16 and the float8 kinds it has not)
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+              "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
+              "BOOL": "?"}
 
 
 # --- where a checkpoint lives --------------------------------------------------------------
@@ -69,6 +93,25 @@ def is_gpt2_folder(path):
     path = Path(path)
     return ((path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
             and not (path / CKPT_NAME).exists())
+
+
+def looks_like_gpt2_folder(path):
+    """True if `path` is a folder meant to be in GPT-2 format: it has a config.json or a
+    model.safetensors (of any kind: a broken link, a FIFO) and no ckpt.npz. from_pretrained
+    then says what is wrong with it, where is_gpt2_folder would only answer False."""
+    path = Path(path)
+    return (path.is_dir() and not os.path.lexists(path / CKPT_NAME)
+            and any(os.path.lexists(path / n) for n in (CONFIG_NAME, WEIGHTS_NAME)))
+
+
+def _root(folder):
+    """The folder that the files of `folder` must not leave through symbolic links: `folder`
+    itself or, for a snapshot in Hugging Face's cache (models--org--name/snapshots/<rev>/,
+    whose files are links into models--org--name/blobs/), the model's cache folder."""
+    real = Path(os.path.realpath(folder))
+    if real.parent.name == "snapshots" and real.parent.parent.name.startswith("models--"):
+        return real.parent.parent
+    return real
 
 
 def gpt2_cache_folder(name, cache_dir=None):
@@ -160,14 +203,18 @@ def _fetch(url, path, timeout, progress):
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _read_json(path):
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"no {path.name} in '{path.parent}' (a GPT-2 folder holds "
-                              f"{CONFIG_NAME} and {WEIGHTS_NAME})") from None
-    except (OSError, ValueError) as e:  # ValueError: bad UTF-8 or bad JSON
-        raise CheckpointError(f"cannot read '{path}': {e}") from None
+def _missing(path):
+    return CheckpointError(f"no {path.name} in '{path.parent}' (a GPT-2 folder holds "
+                           f"{CONFIG_NAME} and {WEIGHTS_NAME}; a numpygpt training run, "
+                           f"{CKPT_NAME})")
+
+
+def _read_config(folder, root):
+    """folder/config.json as a dict: a regular file inside `root`, at most 1 MB."""
+    path = folder / CONFIG_NAME
+    if not os.path.lexists(path):
+        raise _missing(path)
+    d = read_json(path, "config file", MAX_CONFIG_BYTES, root, CheckpointError)
     if not isinstance(d, dict):
         raise CheckpointError(f"'{path}' must hold a JSON object, got {type(d).__name__}")
     return d
@@ -191,7 +238,9 @@ def config_from_hf(d, where="config.json"):
     want("activation_function", "gelu_new", lambda v: v in _TANH_GELUS,
          "'gelu_new' (the tanh approximation of GELU)")
     want("layer_norm_epsilon", 1e-5, lambda v: v == 1e-5, "1e-05")
-    want("n_inner", None, lambda v: v is None or v == 4 * d.get("n_embd", 0), "null (4 n_embd)")
+    n_embd = d.get("n_embd")
+    want("n_inner", None, lambda v: v is None or (type(n_embd) is int and v == 4 * n_embd),
+         "null (4 n_embd)")
     want("scale_attn_weights", True, lambda v: v is True, "true")
     want("scale_attn_by_inverse_layer_idx", False, lambda v: v is False, "false")
     want("tie_word_embeddings", True, lambda v: v is True, "true (LM head tied to wte)")
@@ -206,7 +255,7 @@ def config_from_hf(d, where="config.json"):
     try:
         return GPTConfig(vocab_size=d["vocab_size"], block_size=block, n_layer=d["n_layer"],
                          n_head=d["n_head"], n_embd=d["n_embd"],
-                         dropout=float(d.get("resid_pdrop", 0.1)), pos_encoding="learned")
+                         dropout=d.get("resid_pdrop", 0.1), pos_encoding="learned")
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: {e}") from None
 
@@ -220,25 +269,106 @@ def _safetensors():
     return safetensors.numpy
 
 
-def read_tensors(path):
-    """name -> ndarray of a .safetensors file, with a CheckpointError if it is unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no {path.name} in '{path.parent}' (a GPT-2 folder holds "
-                              f"{CONFIG_NAME} and {WEIGHTS_NAME})")
-    st = _safetensors()
-    try:
-        return st.load_file(path)
-    except Exception as e:  # the Rust reader's SafetensorError, dtypes NumPy lacks (bfloat16)
-        raise CheckpointError(f"cannot read '{path}': {type(e).__name__}: {e}") from None
+class TensorInfo(NamedTuple):
+    """A tensor as a safetensors header declares it; start and end are offsets in the file."""
+
+    dtype: np.dtype
+    shape: tuple
+    start: int
+    end: int
 
 
-def gpt2_params(tensors, cfg, where="model.safetensors"):
-    """Our parameters from GPT-2 tensors: drop the `transformer.` prefix, skip attention-mask
-    buffers, check that a stored lm_head.weight is wte (tied), then check names and shapes.
+def read_safetensors_header(path, root=None):
+    """name -> TensorInfo of a .safetensors file, from its header alone.
 
-    Returns name -> ndarray in param_shapes(cfg)'s order. Raises CheckpointError.
+    The format: 8 bytes (little-endian uint64) giving the header's length N, N bytes of JSON
+    {name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__":
+    {...}}, then the tensors' bytes, offsets counted from the end of the header. Before
+    anything else is read we check that N fits in the file and in MAX_HEADER_BYTES, the JSON
+    (bounded like all JSON we read), and that each tensor's dtype is one NumPy has, its shape
+    is a list of non-negative ints, and its byte range is exactly its size, inside the file,
+    and shared with no other tensor.
+
+    Inputs:
+    - path: the .safetensors file
+    - root: if given, the folder `path` must not leave through symbolic links
+
+    Raises CheckpointError.
     """
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise _missing(path)
+
+    def bad(why):
+        return CheckpointError(f"cannot read '{path}': {why}")
+
+    with open_regular(path, "weights file", root=root, error=CheckpointError) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, too short for a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise bad(f"its header declares {n:,} bytes, more than the file's {size - 8:,} or "
+                      f"the {MAX_HEADER_BYTES:,} numpygpt reads")
+        header = f.read(n)
+    d = parse_json(header, f"the header of '{path}'", CheckpointError)
+    if not isinstance(d, dict):
+        raise bad("its header is not a JSON object")
+    if not isinstance(d.pop("__metadata__", {}), dict):
+        raise bad("its __metadata__ is not a JSON object")
+
+    def counts(v):
+        return isinstance(v, list) and all(type(x) is int and x >= 0 for x in v)
+
+    data_len, infos = size - 8 - n, {}
+    for name, t in d.items():
+        what = f"tensor {name!r:.80}"
+        if not (isinstance(t, dict) and {"dtype", "shape", "data_offsets"} <= t.keys()):
+            raise bad(f"{what} has no dtype, shape and data_offsets")
+        kind, shape, offsets = t["dtype"], t["shape"], t["data_offsets"]
+        if not isinstance(kind, str) or kind not in _ST_DTYPES:
+            raise bad(f"{what} has dtype {kind!r:.20}, which NumPy cannot hold (numpygpt reads "
+                      "F16, F32 and F64)")
+        if not counts(shape):
+            raise bad(f"{what} has the shape {shape!r:.60}")
+        if not (counts(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1] <= data_len):
+            raise bad(f"{what} has data_offsets {offsets!r:.60}, outside the file's "
+                      f"{data_len:,} bytes of data")
+        dtype = np.dtype(_ST_DTYPES[kind])
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if offsets[1] - offsets[0] != nbytes:
+            raise bad(f"{what} of shape {tuple(shape)} and dtype {kind} takes {nbytes:,} bytes, "
+                      f"but its data_offsets span {offsets[1] - offsets[0]:,}")
+        infos[name] = TensorInfo(dtype, tuple(shape), 8 + n + offsets[0], 8 + n + offsets[1])
+    spans = sorted((t.start, t.end, name) for name, t in infos.items() if t.end > t.start)
+    for (_, end_a, a), (start_b, _, b) in pairwise(spans):
+        if end_a > start_b:
+            raise bad(f"tensors {a!r:.80} and {b!r:.80} share bytes")
+    return infos
+
+
+def read_tensors(path, names=None, root=None):
+    """name -> ndarray of a .safetensors file (only `names`, if given), each read straight into
+    its array after read_safetensors_header has checked the file. Raises CheckpointError."""
+    path = Path(path)
+    infos = read_safetensors_header(path, root)
+    tensors = {}
+    with open_regular(path, "weights file", root=root, error=CheckpointError) as f:
+        for name in infos if names is None else names:
+            t = infos[name]
+            a = np.empty(math.prod(t.shape), dtype=t.dtype)
+            f.seek(t.start)
+            if f.readinto(a.view(np.uint8)) != t.end - t.start:
+                raise CheckpointError(f"cannot read '{path}': it ends inside tensor {name!r}")
+            tensors[name] = a.reshape(t.shape)
+    return tensors
+
+
+def _sort_tensors(tensors, cfg, where):
+    """Our name -> tensor for GPT-2 tensors (arrays, or TensorInfos before anything is read):
+    the `transformer.` prefix dropped, attention-mask buffers skipped; and the stored
+    lm_head.weight or None. Checks names, float dtypes and shapes. Raises CheckpointError."""
     params, problems, lm_head = {}, [], None
     for name, a in tensors.items():
         short = name.removeprefix(PREFIX)
@@ -255,6 +385,24 @@ def gpt2_params(tensors, cfg, where="model.safetensors"):
     if problems:
         raise CheckpointError(f"{where}: " + "; ".join(problems[:5]))
     validate_params(params, param_shapes(cfg), what=f"'{where}'")
+    return params, lm_head
+
+
+def gpt2_params(tensors, cfg, where="model.safetensors"):
+    """Our parameters from GPT-2 tensors: drop the `transformer.` prefix, skip attention-mask
+    buffers, check names, float dtypes and shapes, that every value is finite, and that a
+    stored lm_head.weight is wte (tied).
+
+    Returns name -> ndarray in param_shapes(cfg)'s order. Raises CheckpointError.
+    """
+    params, lm_head = _sort_tensors(tensors, cfg, where)
+    bad = [f"{k} ({n:,} of {a.size:,})" for k, a in params.items()
+           if (n := a.size - np.count_nonzero(np.isfinite(a)))]
+    if bad:
+        more = f", ... ({len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise CheckpointError(f"'{where}' holds NaN or inf values in {len(bad)} tensors: "
+                              f"{', '.join(bad[:5])}{more}; a model with them predicts nothing "
+                              "(NaN logits)")
     if lm_head is not None and not np.array_equal(lm_head, params["wte.weight"]):
         raise CheckpointError(f"'{where}': lm_head.weight differs from wte.weight; numpygpt "
                               "ties the LM head to the token embedding, so it cannot load an "
@@ -273,36 +421,58 @@ def from_pretrained(path_or_name, dtype=np.float32, cache_dir=None):
     - cache_dir: see gpt2_cache_folder
 
     Returns a GPT in eval mode (no dropout), as transformers' from_pretrained does.
-    Raises CheckpointError (a ValueError) for a missing, unreadable or unsupported checkpoint.
+    Raises CheckpointError (a ValueError) for a missing, unreadable or unsupported checkpoint;
+    the config and the tensors' names, dtypes and shapes are checked before a tensor is read.
     """
     folder = resolve(path_or_name, cache_dir)
-    if (folder / CKPT_NAME).exists() and not (folder / WEIGHTS_NAME).exists():
+    if os.path.lexists(folder / CKPT_NAME) and not os.path.lexists(folder / WEIGHTS_NAME):
         raise CheckpointError(f"'{folder}' is a numpygpt training checkpoint, not a GPT-2 "
                               "folder: load it with numpygpt.checkpoint.load_checkpoint, or "
                               "export it with save_pretrained")
-    cfg = config_from_hf(_read_json(folder / CONFIG_NAME), f"'{folder / CONFIG_NAME}'")
-    weights = folder / WEIGHTS_NAME
-    params = gpt2_params(read_tensors(weights), cfg, str(weights))
+    root, weights = _root(folder), folder / WEIGHTS_NAME
+    if not os.path.lexists(weights):  # first: a numpygpt run's config.json is not GPT-2's
+        raise _missing(weights)
+    cfg = config_from_hf(_read_config(folder, root), f"'{folder / CONFIG_NAME}'")
+    infos = read_safetensors_header(weights, root)
+    if 12 * cfg.n_layer + 4 > 2 * len(infos):  # before param_shapes lists every layer's names
+        raise CheckpointError(f"'{folder / CONFIG_NAME}': n_layer is {cfg.n_layer:,} (12 "
+                              f"tensors each), but '{weights}' holds only {len(infos):,} tensors")
+    _sort_tensors(infos, cfg, str(weights))  # names, dtypes, shapes: nothing read yet
+    names = [n for n in infos if not _BUFFER.fullmatch(n.removeprefix(PREFIX))]
+    params = gpt2_params(read_tensors(weights, names, root), cfg, str(weights))
     return GPT(cfg, dtype=dtype, params=params).eval()
 
 
 def load_tokenizer(path_or_name, cache_dir=None):
     """The BPE tokenizer of a GPT-2 folder (vocab.json + merges.txt), or None if it has
-    neither file. A GPT-2 name is resolved (and downloaded) as in from_pretrained."""
+    neither file. A GPT-2 name is resolved (and downloaded) as in from_pretrained.
+
+    If the folder has a config.json, its vocab_size must be the tokenizer's: a smaller
+    vocabulary could not decode ids the model emits, a larger one has ids the model cannot
+    embed. Raises CheckpointError."""
     folder = resolve(path_or_name, cache_dir)
+    root = _root(folder)
     vocab, merges = folder / VOCAB_NAME, folder / MERGES_NAME
-    if not vocab.is_file() and not merges.is_file():
+    has_vocab, has_merges = os.path.lexists(vocab), os.path.lexists(merges)
+    if not has_vocab and not has_merges:
         return None
-    if not (vocab.is_file() and merges.is_file()):
-        have, lack = (vocab, merges) if vocab.is_file() else (merges, vocab)
+    if not (has_vocab and has_merges):
+        have, lack = (vocab, merges) if has_vocab else (merges, vocab)
         raise CheckpointError(f"'{folder}' has {have.name} but no {lack.name}; a GPT-2 "
                               "tokenizer needs both")
     from .bpe import BPETokenizer
 
     try:
-        return BPETokenizer.from_gpt2_files(vocab, merges)
+        tokenizer = BPETokenizer.from_gpt2_files(vocab, merges, root=root)
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot read the tokenizer in '{folder}': {e}") from None
+    if os.path.lexists(folder / CONFIG_NAME):
+        V = _read_config(folder, root).get("vocab_size")
+        problem = type(V) is int and vocab_mismatch(tokenizer.vocab_size, V)
+        if problem:
+            raise CheckpointError(f"'{folder}': {problem} ({VOCAB_NAME} against "
+                                  f"{CONFIG_NAME})")
+    return tokenizer
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -347,9 +517,9 @@ def _check_export_folder(folder):
         return
     config = folder / CONFIG_NAME
     try:
-        earlier = is_gpt2_folder(folder) and json.loads(
-            config.read_text(encoding="utf-8")).get("model_type") == "gpt2"
-    except (OSError, ValueError, AttributeError):
+        earlier = is_gpt2_folder(folder) and read_json(
+            config, "config file", MAX_CONFIG_BYTES, folder).get("model_type") == "gpt2"
+    except (ValueError, AttributeError):
         earlier = False
     if not earlier:
         raise ValueError(f"'{folder}' is not empty and does not hold a GPT-2 export; "
@@ -379,9 +549,9 @@ def save_pretrained(model, folder, tokenizer=None):
         if getattr(tokenizer, "kind", None) != "bpe":
             raise ValueError(f"only a BPE tokenizer can be saved in GPT-2 format (vocab.json + "
                              f"merges.txt), got {type(tokenizer).__name__}; pass tokenizer=None")
-        if tokenizer.vocab_size > cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model "
-                             f"only {cfg.vocab_size}")
+        problem = vocab_mismatch(tokenizer.vocab_size, cfg.vocab_size)
+        if problem:  # from_pretrained + load_tokenizer would refuse the folder
+            raise ValueError(problem)
     folder = Path(folder).expanduser()
     _check_export_folder(folder)
     st = _safetensors()
@@ -396,5 +566,6 @@ def save_pretrained(model, folder, tokenizer=None):
 
 
 __all__ = ["from_pretrained", "load_tokenizer", "save_pretrained", "download_gpt2",
-           "config_from_hf", "hf_config", "gpt2_params", "read_tensors", "is_gpt2_folder",
-           "gpt2_name", "gpt2_cache_folder", "resolve", "GPT2_NAMES", "HF_BASE_URL"]
+           "config_from_hf", "hf_config", "gpt2_params", "read_tensors",
+           "read_safetensors_header", "is_gpt2_folder", "looks_like_gpt2_folder", "gpt2_name",
+           "gpt2_cache_folder", "resolve", "GPT2_NAMES", "HF_BASE_URL"]

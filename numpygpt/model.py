@@ -14,12 +14,14 @@ Shapes: B batch, T time, C channels (n_embd), V vocabulary, nh heads, L layers.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import layers as Lr
 from .checkpoint import validate_params
+from .errors import ConfigError, check_int, check_real
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 
@@ -37,19 +39,16 @@ class GPTConfig:
     pos_encoding: str = "learned"  # or "sinusoidal"
 
     def __post_init__(self):
+        # Every problem is a ConfigError (a ValueError): a wrong type (dropout="0.1", a bool
+        # or 4.0 for an int) as much as a wrong value.
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, "
-                             f"got {self.pos_encoding!r}")
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        self.dropout = check_real("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if not isinstance(self.pos_encoding, str) or self.pos_encoding not in POS_ENCODINGS:
+            raise ConfigError(f"pos_encoding must be one of {POS_ENCODINGS}, "
+                              f"got {self.pos_encoding!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -57,9 +56,11 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d):
         """Build a config from a dict (e.g. a checkpoint's), refusing unknown keys."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model config must be a dict, got {type(d).__name__}")
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+            raise ConfigError(f"unknown config keys: {sorted(map(str, unknown))}")
         return cls(**d)
 
 
@@ -81,6 +82,31 @@ def param_shapes(cfg):
         })
     shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
     return shapes
+
+
+def param_count(cfg):
+    """The number of parameters of a model with config `cfg`, without building it: per block
+    12 C^2 + 13 C (four linear maps and two layer norms), plus the embeddings and ln_f."""
+    C = cfg.n_embd
+    pos = cfg.block_size * C if cfg.pos_encoding == "learned" else 0
+    return cfg.vocab_size * C + pos + cfg.n_layer * (12 * C * C + 13 * C) + 2 * C
+
+
+def machine_memory():
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes, what):
+    """Raise ConfigError if `nbytes` (an estimate) is more than this machine's RAM: refusing
+    before allocating beats a MemoryError, or a machine swapping for minutes, after."""
+    ram = machine_memory()
+    if ram is not None and nbytes > ram:
+        raise ConfigError(f"{what} would need about {nbytes / 1e9:,.1f} GB but this machine has "
+                          f"{ram / 1e9:,.1f} GB of RAM; choose a smaller model or batch")
 
 
 def init_params(cfg, rng, dtype=np.float32):
@@ -109,6 +135,8 @@ def check_idx(idx, cfg, name="idx"):
         raise TypeError(f"{name} must be an integer numpy array of token ids, got {got}")
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError(f"{name} must have shape (B, T) with T >= 1, got {idx.shape}")
+    if idx.shape[0] == 0:  # NumPy would fail later with "cannot reshape"
+        raise ValueError(f"{name} holds no sequences: shape {idx.shape}, need B >= 1")
     if idx.shape[1] > cfg.block_size:
         raise ValueError(f"sequence length T={idx.shape[1]} exceeds block_size={cfg.block_size}")
     Lr.check_token_ids(idx, cfg.vocab_size, name)
@@ -133,6 +161,9 @@ class GPT:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.config = config
         self.dtype = dtype
+        if params is None:
+            check_memory(param_count(config) * dtype.itemsize, f"the model's parameters "
+                         f"({param_count(config):,} in {dtype})")
         init_ss, dropout_ss = np.random.SeedSequence(seed).spawn(2)
         if params is None:
             self.params = init_params(config, np.random.default_rng(init_ss), dtype)
@@ -329,6 +360,8 @@ class GPT:
         if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer) \
                 or idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError("idx must be an integer array of shape (B, T) with T >= 1")
+        if idx.shape[0] == 0:
+            raise ValueError(f"idx holds no sequences: shape {idx.shape}, need B >= 1")
         Lr.check_token_ids(idx, self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
                 or max_new_tokens < 0:
@@ -388,14 +421,17 @@ class GPT:
 
 
 def check_sampling(temperature, top_k, top_p):
-    """Raise ValueError for sampling settings that make no sense."""
-    if not temperature >= 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    """Raise ConfigError (a ValueError) for sampling settings that make no sense."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not temperature >= 0 or not math.isfinite(temperature):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
                               or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float,
+                                                                              np.number))
+                              or not 0.0 < top_p <= 1.0):
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .errors import ConfigError, check_int, check_real
+
 
 def _check_grads(params, grads):
     if grads.keys() != params.keys():
@@ -32,6 +34,26 @@ def _check_state_slots(params, slots, names):
                                  f"param has {params[k].shape}")
 
 
+def _check_betas(betas):
+    """A pair (b1, b2) of finite numbers in [0, 1)."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return tuple(check_real(f"beta{i + 1}", b, 0.0, 1.0, high_open=True)
+                 for i, b in enumerate(betas))
+
+
+def _check_hyper(hyper, name, keys):
+    """The hyperparameters of a saved optimizer state: a dict naming `name`, with `keys`."""
+    if not isinstance(hyper, dict):
+        raise ValueError(f"optimizer state must hold a dict of hyperparameters, "
+                         f"got {type(hyper).__name__}")
+    if hyper.get("name") != name:
+        raise ValueError(f"optimizer state is for {hyper.get('name')!r}, not {name}")
+    missing = [k for k in keys if k not in hyper]
+    if missing:
+        raise ValueError(f"optimizer state lacks {', '.join(missing)}")
+
+
 def decays(name, param):
     """Weight decay applies to 2-D tensors (matmul weights and embeddings) only, never to
     biases or layer-norm gains: shrinking those towards 0 is not regularisation but damage."""
@@ -49,14 +71,15 @@ class AdamW:
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, "
-                             f"weight_decay={weight_decay}")
+        # Every hyperparameter is a finite number (nan would turn every weight into nan at
+        # the first step, silently); a ConfigError (a ValueError) says which one is wrong.
         self.params = params
-        self.lr = lr
-        self.betas = tuple(betas)
-        self.eps = eps
-        self.weight_decay = weight_decay
+        self.lr = check_real("lr", lr, low=0.0)
+        self.betas = _check_betas(betas)
+        self.eps = check_real("eps", eps, low=0.0)
+        if self.eps == 0:
+            raise ConfigError("eps must be > 0 (it keeps the update finite where v is 0)")
+        self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         self.t = 0
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
@@ -105,11 +128,12 @@ class AdamW:
     def load_state_dict(self, state):
         """Restore from state_dict(), checking that it fits the parameters."""
         hyper, slots = state["hyper"], state["slots"]
-        if hyper.get("name") != "AdamW":
-            raise ValueError(f"optimizer state is for {hyper.get('name')!r}, not AdamW")
+        _check_hyper(hyper, "AdamW", ("lr", "betas", "eps", "weight_decay", "t"))
         _check_state_slots(self.params, slots, ("m", "v"))
-        self.lr, self.betas, self.eps = hyper["lr"], tuple(hyper["betas"]), hyper["eps"]
-        self.weight_decay, self.t = hyper["weight_decay"], int(hyper["t"])
+        # The same rules as the constructor, so a saved state cannot smuggle in a nan
+        checked = AdamW({}, hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"])
+        self.lr, self.betas, self.eps = checked.lr, checked.betas, checked.eps
+        self.weight_decay, self.t = checked.weight_decay, check_int("t", hyper["t"], 0)
         dt = {k: p.dtype for k, p in self.params.items()}
         self.m = {k: np.array(a, dtype=dt[k]) for k, a in slots["m"].items()}
         self.v = {k: np.array(a, dtype=dt[k]) for k, a in slots["v"].items()}
@@ -123,13 +147,10 @@ class SGD:
     """
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0):
-        if lr < 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"invalid SGD settings: lr={lr}, momentum={momentum}, "
-                             f"weight_decay={weight_decay}")
-        self.params = params
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
+        self.params = params  # hyperparameters: finite numbers, as for AdamW
+        self.lr = check_real("lr", lr, low=0.0)
+        self.momentum = check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         self.t = 0
         self.buf = {k: np.zeros_like(p) for k, p in params.items()}
 
@@ -156,11 +177,11 @@ class SGD:
 
     def load_state_dict(self, state):
         hyper, slots = state["hyper"], state["slots"]
-        if hyper.get("name") != "SGD":
-            raise ValueError(f"optimizer state is for {hyper.get('name')!r}, not SGD")
+        _check_hyper(hyper, "SGD", ("lr", "momentum", "weight_decay", "t"))
         _check_state_slots(self.params, slots, ("momentum",))
-        self.lr, self.momentum = hyper["lr"], hyper["momentum"]
-        self.weight_decay, self.t = hyper["weight_decay"], int(hyper["t"])
+        checked = SGD({}, hyper["lr"], hyper["momentum"], hyper["weight_decay"])
+        self.lr, self.momentum = checked.lr, checked.momentum
+        self.weight_decay, self.t = checked.weight_decay, check_int("t", hyper["t"], 0)
         self.buf = {k: np.array(a, dtype=self.params[k].dtype)
                     for k, a in slots["momentum"].items()}
 
@@ -172,10 +193,24 @@ def grad_norm(grads):
 
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients in place so their global L2 norm is at most max_norm (as PyTorch's
-    clip_grad_norm_, which divides by norm + 1e-6). Returns the norm before clipping."""
-    if max_norm <= 0:
-        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    clip_grad_norm_, which divides by norm + 1e-6). Returns the norm before clipping.
+
+    A non-finite norm (an inf or nan gradient somewhere) is returned as it is and the
+    gradients are left untouched: scaling by max_norm / inf would zero the finite entries and
+    turn the inf ones into nan, hiding where the problem was. The caller decides (train()
+    stops with a TrainingError). Integer gradients are refused (TypeError naming the key):
+    scaling them in place would round them to zero.
+    """
+    max_norm = check_real("max_norm", max_norm, low=0.0)
+    if max_norm == 0:
+        raise ConfigError("max_norm must be positive, got 0")
+    for k, g in grads.items():
+        if not isinstance(g, np.ndarray) or not np.issubdtype(g.dtype, np.floating):
+            got = g.dtype if isinstance(g, np.ndarray) else type(g).__name__
+            raise TypeError(f"gradient {k!r} must be a floating-point array, got {got}")
     total = grad_norm(grads)
+    if not math.isfinite(total):
+        return total
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for g in grads.values():

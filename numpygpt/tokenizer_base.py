@@ -2,7 +2,21 @@
 
 import numpy as np
 
-from .io import atomic_write_json, quote, read_json
+from .io import MAX_TOKENIZER_BYTES, FileError, atomic_write_json, quote, read_json
+
+
+def vocab_mismatch(n_tokens, vocab_size):
+    """Why a tokenizer of `n_tokens` tokens cannot serve a model of `vocab_size` (a one-line
+    phrase), or None when the two agree."""
+    if n_tokens < vocab_size:
+        return (f"the tokenizer has {n_tokens:,} tokens but the model's vocab_size is "
+                f"{vocab_size:,}: ids {n_tokens:,} to {vocab_size - 1:,}, which the model can "
+                "emit, could not be decoded")
+    if n_tokens > vocab_size:
+        return (f"the tokenizer has {n_tokens:,} tokens but the model's vocab_size is "
+                f"{vocab_size:,}: ids {vocab_size:,} to {n_tokens - 1:,} of the tokenizer have "
+                "no embedding in the model")
+    return None
 
 
 class Tokenizer:
@@ -15,12 +29,13 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path):
-        """Read a tokenizer written by `save`, with a ValueError naming the file if it is bad."""
-        d = read_json(path, "tokenizer file")
+        """Read a tokenizer written by `save`, with a FileError (a ValueError) naming the file
+        if it is missing, not a regular file, larger than MAX_TOKENIZER_BYTES or malformed."""
+        d = read_json(path, "tokenizer file", MAX_TOKENIZER_BYTES)
         try:
             return cls.from_dict(d)
         except ValueError as e:
-            raise ValueError(f"tokenizer file {quote(path)}: {e}") from None
+            raise FileError(f"tokenizer file {quote(path)}: {e}") from None
 
     @classmethod
     def _check_description(cls, d):

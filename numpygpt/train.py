@@ -4,24 +4,40 @@ Each iteration: draw a batch of random windows, forward, backward (our own passe
 global gradient norm, set the learning rate from the warmup + cosine schedule, AdamW step.
 Every eval_interval iterations: estimate train and val loss, append to OUT/log.jsonl and save
 a checkpoint. At the end: OUT/metrics.json.
+
+What a run never does: overwrite another run or a user's own files in OUT (a folder holding a
+run needs resume=True or overwrite=True; a non-empty folder without a run is refused), trust a
+checkpoint's training state without checking it, or allocate a model or a batch that cannot
+fit in this machine's RAM (`estimate_memory`, checked before anything is built).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import signal
 import threading
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CKPT_NAME,
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    validate_params,
+)
 from .data import get_batch, load_corpus, prepare_data, tokenizer_from_dict
-from .io import atomic_write_json, atomic_write_text
-from .model import GPT, GPTConfig
+from .errors import ConfigError, UserError, check_int, check_real
+from .io import atomic_write_json, atomic_write_text, quote, read_text
+from .model import GPT, POS_ENCODINGS, GPTConfig, check_memory, param_count, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
 
 # nanoGPT's recipes. `baby` is its CPU recipe, `small` its shakespeare_char config.
@@ -40,8 +56,8 @@ PRESETS = {
 }
 
 
-class TrainingError(RuntimeError):
-    """Training had to stop (e.g. the loss became nan or inf)."""
+class TrainingError(UserError, RuntimeError):
+    """Training had to stop (e.g. the loss became nan or inf, or the disk is full)."""
 
 
 @dataclass
@@ -82,40 +98,48 @@ class TrainConfig:
     @classmethod
     def preset_config(cls, name, **overrides):
         """A config from a preset ('tiny', 'baby', 'small') with some fields overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], "preset": name, **overrides})
 
     def __post_init__(self):
-        positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                    "eval_interval", "eval_iters", "log_interval")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name.replace('_', '-')} must be positive, "
-                                 f"got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters"):
+        # Types are checked, not coerced: a config may come from a notebook, a flag or a
+        # checkpoint's JSON, and max_iters=1e3 or dropout="0.1" is a mistake to report, not to
+        # guess at. Every problem is a ConfigError (a ValueError) naming the flag.
+        def flag(name):
+            return name.replace("_", "-")
+
+        for name in ("data", "out"):
             value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.lr_decay_iters is not None and self.lr_decay_iters < 0:
-            raise ValueError(f"lr-decay-iters must be >= 0, got {self.lr_decay_iters}")
-        for name in ("lr", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "dropout"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name.replace('_', '-')} must be a finite number, "
-                                 f"got {getattr(self, name)}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if not (self.lr > 0 and self.min_lr >= 0):
-            raise ValueError(f"need lr > 0 and min-lr >= 0, got lr={self.lr}, min-lr={self.min_lr}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("grad-clip and weight-decay must be >= 0")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.tokenizer not in ("char", "bpe"):
-            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+            value = os.fspath(value) if isinstance(value, os.PathLike) else value
+            if not isinstance(value, str):
+                raise ConfigError(f"{flag(name)} must be a string, got {value!r}")
+            setattr(self, name, value)
+        for name, choices in (("tokenizer", ("char", "bpe")), ("pos_encoding", POS_ENCODINGS),
+                              ("preset", tuple(PRESETS))):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}; "
+                                  f"got {value!r}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
+                     "eval_interval", "eval_iters", "log_interval", "vocab_size"):
+            setattr(self, name, check_int(flag(name), getattr(self, name), minimum=1))
+        for name in ("seed", "max_iters", "warmup_iters"):
+            setattr(self, name, check_int(flag(name), getattr(self, name), minimum=0))
+        if self.lr_decay_iters is not None:
+            self.lr_decay_iters = check_int("lr-decay-iters", self.lr_decay_iters, minimum=0)
+        for name, low, high in (("lr", 0.0, None), ("min_lr", 0.0, None),
+                                ("weight_decay", 0.0, None), ("grad_clip", 0.0, None),
+                                ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("dropout", 0.0, 1.0)):
+            setattr(self, name, check_real(flag(name), getattr(self, name), low, high,
+                                           high_open=high is not None))
+        if self.lr == 0:
+            raise ConfigError("lr must be > 0, got 0")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.tokenizer == "bpe" and self.vocab_size < 256:
-            raise ValueError(f"vocab-size must be >= 256 for a BPE tokenizer (one token per "
-                             f"byte), got {self.vocab_size}")
+            raise ConfigError(f"vocab-size must be >= 256 for a BPE tokenizer (one token per "
+                              f"byte), got {self.vocab_size}")
 
     def model_config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size,
@@ -125,6 +149,191 @@ class TrainConfig:
     def lr_at(self, it):
         decay = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
         return cosine_lr(it, self.lr, self.min_lr, self.warmup_iters, decay)
+
+
+def estimate_memory(cfg, vocab_size=None):
+    """About how many bytes a training run of `cfg` needs (float32), before building anything.
+
+    - weights: params, grads, AdamW's m and v and its scratch buffer: 5 copies of the P
+      parameters (6 with gradient accumulation, which keeps a running sum)
+    - activations kept for backward, per block: about 20 (B, T, C) arrays (layer-norm inputs,
+      q, k, v, the MLP's 4C-wide hidden layer before and after GELU, ...) and 3 (B, nh, T, T)
+      ones (attention probabilities, dropout mask, temporaries); the head: 3 (B, T, V)
+      (logits, probabilities, their gradient)
+
+    Measured on the small preset at batch 16: 1.11 GB for the activations, estimated 1.21.
+    vocab_size: the tokenizer's, once known; before, the BPE vocab_size or 256 characters.
+    """
+    V = vocab_size or (cfg.vocab_size if cfg.tokenizer == "bpe" else 256)
+    P = param_count(cfg.model_config(V))
+    B, T, C, nh = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_head
+    weights = (5 + (cfg.grad_accum > 1)) * P
+    activations = cfg.n_layer * (20 * B * T * C + 3 * B * nh * T * T) + 3 * B * T * V \
+        + 4 * B * T * C
+    return 4 * (weights + activations)
+
+
+def check_run_memory(cfg, vocab_size=None):
+    """ConfigError (with the estimate and this machine's RAM) if a run of cfg cannot fit."""
+    check_memory(estimate_memory(cfg, vocab_size),
+                 f"training n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, "
+                 f"block_size={cfg.block_size} at batch_size={cfg.batch_size}")
+
+
+# --- the output folder --------------------------------------------------------------------------
+
+MAX_LOG_BYTES = 1 << 28  # log.jsonl: ~100 bytes a row, so 2.5 million rows
+RUN_FILES = (CKPT_NAME, "config.json", "tokenizer.json", "log.jsonl", "metrics.json")
+# The temporary files of numpygpt.io's atomic writes: "." + name + "." + mkstemp's 8 characters
+# + ".tmp". A kill during a save leaves one; the next save removes it (ours only, never others).
+_TEMP_FILE = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in RUN_FILES)
+                        + r")\.[a-z0-9_]{8}\.tmp")
+
+
+def _is_checkpoint(path):
+    """True if `path` is a regular file holding a numpygpt checkpoint (reads only its
+    metadata, so a big checkpoint costs nothing; a FIFO or a device is never opened)."""
+    try:
+        if not path.is_file():
+            return False
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("meta.json.npy")
+            if info.file_size > 2**26:
+                return False
+            with z.open(info) as f:
+                meta = json.loads(np.lib.format.read_array(f, allow_pickle=False).tobytes())
+        return isinstance(meta, dict) and meta.get("format") == FORMAT
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
+        return False
+
+
+def check_out_folder(out, resume=False, overwrite=False):
+    """Refuse an output folder where a run would destroy what is there (ConfigError).
+
+    - resume: the folder must hold a run (load_checkpoint says so if it does not)
+    - a folder holding a run (ckpt.npz): refused unless overwrite, and overwrite only replaces
+      a numpygpt checkpoint (never some other ckpt.npz), and only the files a run writes
+    - a non-empty folder without a run: refused (a user's own config.json, log.jsonl or
+      metrics.json would be replaced); the temporary files of an interrupted save don't count
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {quote(out)} is a file, not a folder")
+    if resume or not out.exists():
+        return
+    try:
+        entries = sorted(e for e in os.listdir(out) if not _TEMP_FILE.fullmatch(e))
+    except OSError as e:
+        raise ConfigError(f"cannot read the --out folder {quote(out)}: {e.strerror}") from None
+    if CKPT_NAME in entries:
+        if not overwrite:
+            raise ConfigError(f"{quote(out)} already holds a run: use --resume to continue it "
+                              f"or --overwrite to start over")
+        if not _is_checkpoint(out / CKPT_NAME):
+            raise ConfigError(f"{quote(os.path.join(out, CKPT_NAME))} is not a numpygpt "
+                              f"checkpoint, so --overwrite will not replace it; choose another "
+                              f"--out")
+    elif entries:
+        shown = ", ".join(entries[:3]) + (f", ... ({len(entries)} files)"
+                                          if len(entries) > 3 else "")
+        raise ConfigError(f"--out {quote(out)} is not empty ({shown}) and holds no numpygpt "
+                          f"run; choose a new or empty folder")
+
+
+def remove_stale_temp_files(out):
+    """Delete the temporary files an interrupted save left in the run folder `out`."""
+    with os.scandir(out) as it:
+        stale = [e.path for e in it if _TEMP_FILE.fullmatch(e.name)
+                 and e.is_file(follow_symlinks=False)]
+    for path in stale:
+        os.unlink(path)
+
+
+# --- a checkpoint's training state, checked before use ------------------------------------------
+
+
+def _check_rng_state(state, like, what, where):
+    """A bit-generator state from JSON: the same kind as `like`'s, with integers in range."""
+    kind = like.bit_generator.state["bit_generator"]
+
+    def uint(value, bits):
+        return type(value) is int and 0 <= value < 2**bits
+
+    inner = state.get("state") if isinstance(state, dict) else None
+    ok = (isinstance(state, dict) and state.get("bit_generator") == kind
+          and isinstance(inner, dict) and set(inner) == {"state", "inc"}
+          and uint(inner["state"], 128) and uint(inner["inc"], 128)
+          and state.get("has_uint32") in (0, 1) and type(state.get("has_uint32")) is int
+          and uint(state.get("uinteger"), 32))
+    if not ok:
+        raise CheckpointError(f"checkpoint in {where}: {what} is not a well-formed {kind} "
+                              f"state")
+    return state
+
+
+def _resume_state(ckpt, cfg, where):
+    """Check a checkpoint's training state against cfg. Returns (step, data_rng state,
+    model_rng state). Raises CheckpointError (or ConfigError for a flag that contradicts it)."""
+    state = ckpt.train_state
+    missing = [k for k in ("step", "data_rng", "model_rng") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint in {where} has no {', '.join(missing)} in its "
+                              f"train_state: it cannot be resumed (sample from it instead)")
+    step = state["step"]
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"checkpoint in {where}: step must be a non-negative integer, "
+                              f"got {step!r:.40}")
+    saved_max = ckpt.config["train"].get("max_iters")
+    if type(saved_max) is int and step > saved_max:
+        raise CheckpointError(f"checkpoint in {where} is at step {step}, beyond its own "
+                              f"max_iters={saved_max}")
+    if step > cfg.max_iters:
+        raise ConfigError(f"the run in {where} is at step {step}, beyond max-iters "
+                          f"{cfg.max_iters}; give --max-iters {step} or more")
+    if ckpt.optimizer is None:
+        raise CheckpointError(f"checkpoint in {where} holds no optimizer state: it cannot be "
+                              f"resumed (sample from it instead)")
+    t = ckpt.optimizer["hyper"].get("t")
+    if t != step or type(t) is not int:
+        raise CheckpointError(f"checkpoint in {where}: the optimizer's step count {t!r:.40} "
+                              f"differs from the run's step {step}")
+    rng = np.random.default_rng(0)
+    return (step, _check_rng_state(state["data_rng"], rng, "data_rng", where),
+            _check_rng_state(state["model_rng"], rng, "model_rng", where))
+
+
+def _check_same_tokenizer(ckpt, cfg, tokenizer, where):
+    """A resumed run keeps its tokenizer: a --tokenizer or --vocab-size that differs from the
+    saved run's is refused, not ignored (and then recorded in the config as if it applied)."""
+    saved = ckpt.config["train"]
+    if cfg.tokenizer != tokenizer.kind or cfg.tokenizer != saved.get("tokenizer",
+                                                                      tokenizer.kind):
+        raise ConfigError(f"the run in {where} uses the {tokenizer.kind!r} tokenizer; a "
+                          f"resumed run keeps its tokenizer (--tokenizer {cfg.tokenizer} "
+                          f"refused)")
+    if cfg.vocab_size != saved.get("vocab_size", cfg.vocab_size):
+        raise ConfigError(f"the run in {where} was made with vocab-size "
+                          f"{saved.get('vocab_size')}; a resumed run keeps its tokenizer "
+                          f"(--vocab-size {cfg.vocab_size} refused)")
+
+
+def _read_history(log_path, step):
+    """The rows of a resumed run's log.jsonl up to `step`; a damaged log is refused."""
+    history = []
+    text = read_text(log_path, "the run's log", MAX_LOG_BYTES, error=CheckpointError)
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or type(row.get("step")) is not int:
+            raise CheckpointError(f"{quote(log_path)} line {n} is not a log row of numpygpt "
+                                  f"(move the file away to resume without it)")
+        if row["step"] <= step:
+            history.append(row)
+    return history
 
 
 @dataclass
@@ -181,82 +390,120 @@ def _progress_bar(total, initial, enabled):
 
 
 def _write_log(path, rows):
+    """Write log.jsonl from the rows in memory, atomically (it is small: a few thousand rows;
+    and it is never read back during a run, so whatever is at that path cannot block us)."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _append_log(path, rows):
-    """Append rows to log.jsonl, rewriting it atomically (it is small: a few thousand rows)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    atomic_write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def train(cfg, resume=False, progress=True, callback=None):
+def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
     """Train a GPT as `cfg` says; return a TrainResult (model, tokenizer, metrics, history).
 
     - resume: continue from the checkpoint in cfg.out (model, optimizer, step, RNG states)
     - progress: show a progress bar (loss, lr, tokens/s, ETA)
     - callback: optional callback(row) for every log row (e.g. to plot live in a notebook)
+    - overwrite: start a new run in a folder that holds one (only the run's files are
+      replaced); without it such a folder is refused, as is any non-empty folder without a run
+
+    Ctrl-C stops after the current step, saves a checkpoint and returns with
+    metrics["interrupted"] True; a second Ctrl-C raises KeyboardInterrupt at once.
     """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     out = Path(cfg.out)
-    text, _ = load_corpus(cfg.data)
-    ckpt = None
+    where = quote(out)
+    check_run_memory(cfg)  # before reading anything: refused in milliseconds
+    check_out_folder(out, resume=resume, overwrite=overwrite)
+    ckpt = tokenizer = None
     if resume:
         ckpt = load_checkpoint(out)
-        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
-    else:
-        tokenizer = None
+        for key in ("model", "train"):
+            if not isinstance(ckpt.config.get(key), dict):
+                raise CheckpointError(f"checkpoint in {where} has no config.{key}: it was not "
+                                      f"saved by train() and cannot be resumed")
+        step, data_state, model_state = _resume_state(ckpt, cfg, where)
+        try:
+            saved_mcfg = GPTConfig.from_dict(ckpt.config["model"])
+            tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+        except (ValueError, TypeError, RecursionError) as e:
+            raise CheckpointError(f"checkpoint in {where} is not usable: {e}") from None
+        _check_same_tokenizer(ckpt, cfg, tokenizer, where)
+        log_path = out / "log.jsonl"
+        history = _read_history(log_path, step) if log_path.exists() else []
+    text, _ = load_corpus(cfg.data)
     tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer,
                                                  tokenizer_kind=cfg.tokenizer,
                                                  vocab_size=cfg.vocab_size)
+    del text
 
     mcfg = cfg.model_config(tokenizer.vocab_size)
-    model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
-    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                weight_decay=cfg.weight_decay)
+    check_run_memory(cfg, tokenizer.vocab_size)
     data_rng = np.random.default_rng([cfg.seed, 1])  # training batches
     eval_seed = [cfg.seed, 2]  # the same evaluation windows every time
-    step, history = 0, []
+    if ckpt is None:
+        step, history = 0, []
+        model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
+    else:
+        # Compare first, build after: the saved config and every array's shape must match
+        # the settings, so a checkpoint cannot make us allocate a model it does not hold.
+        if saved_mcfg != mcfg:
+            raise CheckpointError(f"checkpoint in {where} is for a different model "
+                                  f"({saved_mcfg}); the current settings give {mcfg}")
+        validate_params(ckpt.params, param_shapes(mcfg), what=f"checkpoint in {where}")
+        model = GPT(mcfg, seed=cfg.seed, dtype=np.float32, params=ckpt.params)
+    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                weight_decay=cfg.weight_decay)
     if ckpt is not None:
-        saved = GPTConfig.from_dict(ckpt.config["model"])
-        if saved != mcfg:
-            raise CheckpointError(f"checkpoint in '{out}' is for a different model ({saved}); "
-                                  f"the current settings give {mcfg}")
         try:
-            model.load_params(ckpt.params)
-            opt.params = model.params
             opt.load_state_dict(ckpt.optimizer)
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint in '{out}' does not fit: {e}") from None
-        step = int(ckpt.train_state["step"])
-        data_rng.bit_generator.state = ckpt.train_state["data_rng"]
-        model.rng.bit_generator.state = ckpt.train_state["model_rng"]
-        log_path = out / "log.jsonl"
-        if log_path.exists():
-            history = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-            history = [r for r in history if r["step"] <= step]
-            _write_log(log_path, history)  # drop rows logged after the checkpoint was saved
+            raise CheckpointError(f"checkpoint in {where} does not fit: {e}") from None
+        data_rng.bit_generator.state = data_state
+        model.rng.bit_generator.state = model_state
 
     def stop_nonfinite(what, value, step_now):
         raise TrainingError(
             f"{what} became {value} at step {step_now}; stopped without saving. The last "
-            f"good checkpoint is in '{out}'. Try a lower --lr or --grad-clip 1.0")
+            f"good checkpoint is in {where}. Try a lower --lr or --grad-clip 1.0")
+
+    def write(what, fn, *args):
+        """A write into the run folder; a full disk or a lost permission is one line."""
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise TrainingError(f"cannot write {what} in {where}: {e.strerror or e}; the last "
+                                f"saved checkpoint there is intact") from None
 
     def save(step_now):
-        save_checkpoint(
+        # A finite loss does not prove a finite state: AdamW's v overflows to inf with
+        # gradients above ~1e19 while the update stays finite. Never save inf or nan.
+        state = opt.state_dict()
+        arrays = [(f"the weight {k}", a) for k, a in model.params.items()]
+        arrays += [(f"AdamW's {slot} of {k}", a) for slot, d in state["slots"].items()
+                   for k, a in d.items()]
+        bad = next((name for name, a in arrays if not np.isfinite(a).all()), None)
+        if bad is not None:
+            stop_nonfinite(bad, "non-finite", step_now)
+        write("the checkpoint", remove_stale_temp_files, out)
+        write("the checkpoint", lambda: save_checkpoint(
             out, config={"model": mcfg.to_dict(), "train": asdict(cfg)},
-            tokenizer=tokenizer.to_dict(), params=model.params, optimizer=opt.state_dict(),
+            tokenizer=tokenizer.to_dict(), params=model.params, optimizer=state,
             train_state={"step": step_now, "data_rng": data_rng.bit_generator.state,
-                         "model_rng": model.rng.bit_generator.state})
+                         "model_rng": model.rng.bit_generator.state}))
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the --out folder {where}: {e.strerror or e}") from None
     log_path = out / "log.jsonl"
-    if not resume and log_path.exists():
-        log_path.unlink()  # a fresh run starts a fresh log
-    pending = []
+    if resume:  # drop the rows logged after the checkpoint was saved
+        write("log.jsonl", _write_log, log_path, history)
+    else:  # a fresh run (or an overwrite) starts a fresh log and has no metrics yet
+        for name in ("log.jsonl", "metrics.json"):
+            if (out / name).is_file():
+                write(name, (out / name).unlink)
 
     def log(row):
         history.append(row)
-        pending.append(row)
         if callback is not None:
             callback(row)
 
@@ -278,10 +525,13 @@ def train(cfg, resume=False, progress=True, callback=None):
     evals = [r for r in history if "val_loss" in r]
     last_eval = evals[-1] if evals else None
     loss = float("nan")
-    bar = _progress_bar(cfg.max_iters, step, progress)
     interrupted = False
-    try:
-        with _StopFlag() as flag:
+    # The first Ctrl-C is a request: it stops the loop between steps, and the final
+    # evaluation and save below still run, so the checkpoint and metrics.json say where it
+    # stopped. A second Ctrl-C raises KeyboardInterrupt at once (the last save stays intact).
+    with _StopFlag() as flag:
+        bar = _progress_bar(cfg.max_iters, step, progress)
+        try:
             while step < cfg.max_iters:
                 if flag.stop:
                     interrupted = True
@@ -290,14 +540,15 @@ def train(cfg, resume=False, progress=True, callback=None):
                                                       or last_eval["step"] != step):
                     last_eval = evaluate(step)
                     save(step)
-                    _append_log(log_path, pending)
-                    pending.clear()
+                    write("log.jsonl", _write_log, log_path, history)
                 t0 = time.perf_counter()
                 opt.lr = cfg.lr_at(step)
                 loss, grads = _accumulated_grads(model, train_ids, cfg, data_rng)
                 if not math.isfinite(loss):
                     stop_nonfinite("loss", loss, step)
                 norm = clip_grad_norm(grads, cfg.grad_clip) if cfg.grad_clip > 0 else None
+                if norm is not None and not math.isfinite(norm):
+                    stop_nonfinite("the gradient norm", norm, step)  # before a broken update
                 opt.step(grads)
                 step += 1
                 dt = time.perf_counter() - t0
@@ -310,27 +561,27 @@ def train(cfg, resume=False, progress=True, callback=None):
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{opt.lr:.1e}",
                                     tok_s=f"{tokens_done / train_time:,.0f}", refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
 
-    if last_eval is None or last_eval["step"] != step:
-        last_eval = evaluate(step)
-    save(step)
-    _append_log(log_path, pending)
-    metrics = {
-        "step": step,
-        "train_loss": last_eval["train_loss"],
-        "val_loss": last_eval["val_loss"],
-        "last_batch_loss": loss,
-        "tokens_per_sec": tokens_done / train_time if train_time else None,
-        "wall_seconds": time.perf_counter() - t_start,
-        "n_params": model.num_params(),
-        "interrupted": interrupted,
-        "preset": cfg.preset,
-        "data": cfg.data,
-    }
-    atomic_write_json(out / "metrics.json", metrics)
+        if last_eval is None or last_eval["step"] != step:
+            last_eval = evaluate(step)
+        save(step)
+        write("log.jsonl", _write_log, log_path, history)
+        metrics = {
+            "step": step,
+            "train_loss": last_eval["train_loss"],
+            "val_loss": last_eval["val_loss"],
+            "last_batch_loss": loss,
+            "tokens_per_sec": tokens_done / train_time if train_time else None,
+            "wall_seconds": time.perf_counter() - t_start,
+            "n_params": model.num_params(),
+            "interrupted": interrupted or flag.stop,  # also a Ctrl-C during the final save
+            "preset": cfg.preset,
+            "data": cfg.data,
+        }
+        write("metrics.json", atomic_write_json, out / "metrics.json", metrics)
     return TrainResult(model, tokenizer, metrics, history)
 
 

@@ -400,7 +400,7 @@ def test_train_config_checks_the_tokenizer_fields():
     from numpygpt.train import TrainConfig
 
     assert TrainConfig().tokenizer == "char" and TrainConfig().vocab_size == 512
-    with pytest.raises(ValueError, match="tokenizer must be 'char' or 'bpe'"):
+    with pytest.raises(ValueError, match="tokenizer must be one of char, bpe; got 'word'"):
         TrainConfig(tokenizer="word")
     with pytest.raises(ValueError, match="vocab-size must be >= 256"):
         TrainConfig(tokenizer="bpe", vocab_size=100)

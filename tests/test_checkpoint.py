@@ -58,7 +58,8 @@ def leftovers(folder):
 def test_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     params = make_params(rng)
-    params["counts"] = np.arange(5, dtype=np.int64)  # each array keeps its own dtype
+    params["half"] = np.arange(5, dtype=np.float16)  # each array keeps its own dtype
+    params["double"] = rng.standard_normal((2, 3))  # float64
     slots = {slot: {n: rng.standard_normal(a.shape).astype(np.float32) for n, a in params.items()}
              for slot in ("m", "v")}
     hyper = {"name": "adamw", "lr": 3e-4, "betas": [0.9, 0.95], "t": 7}

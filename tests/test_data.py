@@ -281,7 +281,7 @@ def _file_error(path):
 
 def test_file_errors(tmp_path):
     assert "does not exist" in _file_error(str(tmp_path / "missing.txt"))
-    assert "is a directory" in _file_error(str(tmp_path))
+    assert "is a folder" in _file_error(str(tmp_path))
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     assert "is empty" in _file_error(str(empty))

@@ -7,6 +7,7 @@ import pytest
 
 from numpygpt import GPT, AdamW, GPTConfig, clip_grad_norm
 from numpygpt import layers as L
+from numpygpt.errors import ConfigError
 from numpygpt.gradcheck import model_cases, run_model_checks
 from numpygpt.model import sample_next
 
@@ -146,7 +147,7 @@ def test_overfits_one_batch():
     (dict(n_embd=10, n_head=4), ValueError, "n_embd=10 is not divisible by n_head=4"),
     (dict(n_layer=0), ValueError, "n_layer must be positive"),
     (dict(vocab_size=-3), ValueError, "vocab_size must be positive"),
-    (dict(block_size=2.5), TypeError, "block_size must be an integer"),
+    (dict(block_size=2.5), ConfigError, "block_size must be an integer"),
     (dict(dropout=1.0), ValueError, "dropout must be in"),
     (dict(pos_encoding="rotary"), ValueError, "pos_encoding must be one of"),
 ])

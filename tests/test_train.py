@@ -283,15 +283,20 @@ def poison(monkeypatch, call, what):
     monkeypatch.setattr(train_mod, "_accumulated_grads", grads)
 
 
-@pytest.mark.parametrize("what, call, fail_step, good_step", [
-    ("loss", 8, 7, 5),   # the loss of step 7 is nan
-    ("grads", 10, 10, 5),  # the update of step 9 makes the params nan; step 10 evaluates them
-    ("grads", 20, 20, 15),  # the very last update is bad; only the final evaluation can see it
-], ids=["nan-loss", "nan-update-before-eval", "nan-last-update"])
-def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, what, call,
+@pytest.mark.parametrize("what, call, clip, fail_step, good_step", [
+    ("loss", 8, 1.0, 7, 5),   # the loss of step 7 is nan
+    # Without clipping nothing looks at the gradients: the update of step 9 makes the params
+    # nan and the evaluation at step 10 finds it
+    ("grads", 10, 0.0, 10, 5),
+    ("grads", 20, 0.0, 20, 15),  # the very last update is bad; only the final evaluation sees it
+    # With clipping the gradient norm is nan: step 9 stops before its update
+    ("grads", 10, 1.0, 9, 5),
+], ids=["nan-loss", "nan-update-before-eval", "nan-last-update", "nan-grad-norm"])
+def test_nonfinite_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, what, call, clip,
                                                         fail_step, good_step):
     poison(monkeypatch, call, what)
-    cfg = tiny(write_data(tmp_path), tmp_path / "out", max_iters=20, eval_interval=5)
+    cfg = tiny(write_data(tmp_path), tmp_path / "out", max_iters=20, eval_interval=5,
+               grad_clip=clip)
     with pytest.raises(TrainingError) as err:
         train(cfg, progress=False)
     message = str(err.value)

@@ -1,0 +1,60 @@
+"""The error rule: a user's mistake is a `UserError`, anything else is a bug.
+
+The command line catches `UserError` (and Ctrl-C) only and prints it as one line; every
+other exception keeps its traceback, because it is a bug in the code (or in a learner's edit
+of a layer) and the traceback is what finds it. `--debug` or NUMPYGPT_DEBUG=1 shows the
+traceback of user errors too.
+
+Each module's own error type (CheckpointError, DataError, TrainingError, CourseError)
+subclasses UserError and keeps its older base, so `except ValueError` code keeps working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base of every "the user's input is wrong" error (a file, a flag, a checkpoint, a folder)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A bad flag or config value (raised by GPTConfig, TrainConfig, the optimizers, the CLI)."""
+
+
+# --- checks of single values, shared by the configs and the optimizers ----------------------
+
+
+def check_int(name, value, minimum=None):
+    """Return `value` as an int, or raise ConfigError: a bool, a float (even 4.0) or a string
+    is not an integer, and a value below `minimum` is refused."""
+    import numpy as np  # here, so that importing the error types stays instant
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        rule = "positive" if minimum == 1 else f">= {minimum}"
+        raise ConfigError(f"{name} must be {rule}, got {value}")
+    return int(value)
+
+
+def check_real(name, value, low=None, high=None, high_open=False):
+    """Return `value` as a float, or raise ConfigError: it must be a finite real number (an int
+    is fine, a bool or a string is not) in [low, high] (or [low, high) with high_open)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if (low is not None and value < low) or too_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+        raise ConfigError(f"{name} must be in [{lo}, {hi}, got {value:g}")
+    return value
+
+
+__all__ = ["UserError", "ConfigError", "check_int", "check_real"]
