@@ -11,6 +11,7 @@ from io import StringIO
 
 import numpy as np
 import pytest
+from clirun import run
 
 from numpygpt.checkpoint import load_checkpoint
 from numpygpt.cli import main
@@ -20,16 +21,6 @@ TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "sphinx of black quartz, judge my vow!\n") * 40  # lower case only: no 'Z'
 
 FAST = ["--eval-iters", "2", "--no-progress"]
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr); argparse errors exit through SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *needles):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import run
 
 import numpygpt.layers
 from numpygpt.checkpoint import load_checkpoint, save_checkpoint
@@ -29,16 +30,6 @@ TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n") * 40
 FAST = ["--preset", "tiny", "--eval-iters", "2", "--no-progress", "--sample-tokens", "0"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr); argparse errors exit through SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, *needles):
