@@ -208,11 +208,11 @@ def cmd_gradcheck(args):
     from .gradcheck import format_table, run_layer_checks, run_model_checks
 
     _check_seed(args.seed)
-    rows = [(layer, label, name, err, thr) for layer, label, name, err, thr
-            in run_layer_checks(args.seed)]
+    rows = run_layer_checks(args.seed)  # (layer, case, tensor, max rel error, threshold)
     if not args.layers_only:
-        rows += [("GPT", label[4:], name, err, thr) for label, name, err, thr
-                 in run_model_checks(args.seed)]
+        # the model's case labels read "GPT <case>": the layer column already says GPT
+        rows += [("GPT", label.removeprefix("GPT "), name, err, thr)
+                 for label, name, err, thr in run_model_checks(args.seed)]
     print(format_table(rows))
     bad = [r for r in rows if not r[3] <= r[4]]
     worst = max(r[3] for r in rows)

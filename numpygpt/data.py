@@ -5,6 +5,11 @@ split into a training part and a validation part (the last 10%), and a batch is 
 windows of T + 1 consecutive ids: x holds the first T, y the same window shifted by one, so
 y[b, t] is the token that follows x[b, :t+1].
 
+The character tokenizer, twice: `char_encode_reference` / `char_decode_reference` are the
+plain version (a dict from character to id, one lookup per character); read them first.
+`CharTokenizer` computes the same ids with one NumPy gather over the text's code points,
+several times faster on a corpus of a million characters; the tests compare the two.
+
 Shapes: B batch, T time (block_size), N tokens in a split.
 
 Corpora (`load_corpus`):
@@ -57,8 +62,19 @@ class DataError(UserError, ValueError):
 # --- tokenizer ---------------------------------------------------------------------------------
 
 
+def char_encode_reference(chars, text):
+    """Token ids of `text`, plainly: id i stands for chars[i] (CharTokenizer.encode's numbers)."""
+    stoi = {c: i for i, c in enumerate(chars)}  # "string to integer"
+    return np.array([stoi[c] for c in text], dtype=np.int64)  # (N,)
+
+
+def char_decode_reference(chars, ids):
+    """The text of token ids, plainly (CharTokenizer.decode's result)."""
+    return "".join(chars[i] for i in ids)
+
+
 class CharTokenizer(Tokenizer):
-    """One token per character: id i stands for chars[i].
+    """One token per character: id i stands for chars[i] (see char_encode_reference).
 
     Inputs:
     - chars: a string (or list of one-character strings) of unique characters, usually sorted
@@ -75,7 +91,8 @@ class CharTokenizer(Tokenizer):
         _check_unique(chars)
         self._chars = chars
         # Encoding looks up each code point in a table (code point -> id, -1 if unknown), one
-        # NumPy gather for the whole text: ~6 ms for 1.1 MB, 7x faster than a dict in a loop.
+        # NumPy gather for the whole text: ~6 ms for 1.1 MB, 7x faster than the dict of
+        # char_encode_reference.
         cps = _codepoints(chars)  # (V,)
         self._cps = cps
         self._table = np.full(int(cps.max()) + 2, -1, dtype=np.int64)  # last slot: "too big"
@@ -193,8 +210,6 @@ def _check_unique(chars):
 def _describe_char(ch):
     """e.g. 'é' (U+00E9) or '\\n' (U+000A): repr keeps newlines and tabs on one line."""
     return f"{ch!r} (U+{ord(ch):04X})"
-
-
 
 
 # --- corpora -----------------------------------------------------------------------------------

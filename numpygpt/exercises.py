@@ -1454,27 +1454,15 @@ def _merge_right_to_left(ids, pair, new_id):
 
 
 def _merge_miss_last(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 2 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    # the loop stops one step early: a pair that ends on the last id is never merged
+    return bpe_merge(ids[:-1], pair, new_id) + list(ids[-1:])
 
 
 def _merge_drop_last(ids, pair, new_id):
-    out, i = [], 0
-    while i + 1 < len(ids):
-        if (ids[i], ids[i + 1]) == tuple(pair):
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    # the loop runs while i + 1 < len(ids): a last id that is not part of a pair is lost
+    out = bpe_merge(ids, pair, new_id)
+    last_unpaired = out == bpe_merge(ids[:-1], pair, new_id) + list(ids[-1:])
+    return out[:-1] if ids and last_unpaired else out
 
 
 MERGE_MISTAKES = [

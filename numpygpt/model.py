@@ -1,9 +1,12 @@
 """The GPT: token + position embeddings, a stack of pre-LayerNorm transformer blocks, a final
 layer norm and a language-model head tied to the token embedding (GPT-2's architecture).
 
-    x = wte[idx] + pos                                    (B, T, C)
-    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    x = drop(wte[idx] + pos)                              (B, T, C)
+    for each block:  x = x + drop(attn(ln_1(x)));  x = x + drop(mlp(ln_2(x)))
     logits = ln_f(x) @ wte.T                              (B, T, V)
+
+(drop is dropout with probability config.dropout while training, the identity otherwise;
+attention also drops some of its probabilities.)
 
 Every gradient comes from the layers' own backward passes; the model only chains them and adds
 up the contributions where a tensor is used twice (the residual stream and the tied wte).
@@ -16,10 +19,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from . import layers as Lr
+from . import layers as L
 from .checkpoint import validate_params
 from .errors import ConfigError, check_int, check_real
 
@@ -127,9 +131,10 @@ def init_params(cfg, rng, dtype=np.float32):
     return params
 
 
-def check_idx(idx, cfg, name="idx"):
-    """Raise TypeError/ValueError unless idx is an integer (B, T) array with T <= block_size
-    and ids in [0, vocab_size)."""
+def check_idx(idx, cfg, name="idx", crop=False):
+    """Raise TypeError/ValueError unless idx is an integer (B, T) array, B >= 1, T >= 1, with
+    ids in [0, vocab_size) and T <= block_size (unless crop: generate keeps the last
+    block_size tokens)."""
     if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer):
         got = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
         raise TypeError(f"{name} must be an integer numpy array of token ids, got {got}")
@@ -137,9 +142,32 @@ def check_idx(idx, cfg, name="idx"):
         raise ValueError(f"{name} must have shape (B, T) with T >= 1, got {idx.shape}")
     if idx.shape[0] == 0:  # NumPy would fail later with "cannot reshape"
         raise ValueError(f"{name} holds no sequences: shape {idx.shape}, need B >= 1")
-    if idx.shape[1] > cfg.block_size:
+    if not crop and idx.shape[1] > cfg.block_size:
         raise ValueError(f"sequence length T={idx.shape[1]} exceeds block_size={cfg.block_size}")
-    Lr.check_token_ids(idx, cfg.vocab_size, name)
+    L.check_token_ids(idx, cfg.vocab_size, name)
+
+
+class BlockCache(NamedTuple):
+    """What one transformer block's forward keeps for its backward (the layers' caches)."""
+
+    ln_1: tuple  # layer norm before attention; ln_1[0] is the block's input x
+    attn: L.AttentionCache  # attn.probs: the attention probabilities (B, nh, T, T)
+    attn_drop: np.ndarray | None  # dropout mask on the attention branch's output
+    ln_2: tuple  # layer norm before the MLP
+    mlp: tuple  # (c_fc linear, gelu, c_proj linear) caches; mlp[1] is GELU's (h, s)
+    mlp_drop: np.ndarray | None  # dropout mask on the MLP branch's output
+
+
+class ModelCache(NamedTuple):
+    """What GPT.forward keeps for GPT.backward, in forward order."""
+
+    wte: tuple  # embedding lookup
+    pos: tuple | None  # positional encoding (None: sinusoidal, nothing to remember)
+    emb_drop: np.ndarray | None  # dropout mask on the embeddings
+    blocks: list  # one BlockCache per layer
+    ln_f: tuple  # final layer norm
+    xf: np.ndarray  # (B, T, C) ln_f's output, the LM head's input
+    loss: tuple | None  # softmax cross-entropy (None without targets)
 
 
 class GPT:
@@ -200,6 +228,8 @@ class GPT:
     def from_pretrained(cls, path_or_name, dtype=np.float32, cache_dir=None):
         """Load GPT-2 weights: a Hugging Face folder (config.json + model.safetensors) or a
         name ("gpt2", "gpt2-medium", ...; downloaded once into the cache). See numpygpt.hf."""
+        # numpygpt.hf builds on this module; these two wrappers import it when called, never
+        # at load time, so imports flow one way: hf -> model.
         from .hf import from_pretrained
 
         return from_pretrained(path_or_name, dtype=dtype, cache_dir=cache_dir)
@@ -216,7 +246,7 @@ class GPT:
         layer (row t: how much position t looked at each position s <= t). For plotting."""
         if self._cache is None:
             raise RuntimeError("attention_probs() needs a forward() call first")
-        return [attn.probs for _, attn, *_ in self._cache[3]]
+        return [block.attn.probs for block in self._cache.blocks]
 
     # --- forward and backward ------------------------------------------------------------
 
@@ -232,111 +262,114 @@ class GPT:
         cfg = self.config
         check_idx(idx, cfg)
         if targets is not None:
-            if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype,
-                                                                          np.integer):
-                raise TypeError("targets must be an integer numpy array")
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets shape {targets.shape} does not match idx shape "
-                                 f"{idx.shape}")
+            L.check_targets(targets, idx.shape, cfg.vocab_size)
         p = self.params
         pdrop = float(cfg.dropout) if self.training else 0.0
         rng = self.rng if rng is None else rng
 
-        x, emb_cache = Lr.embedding_forward(idx, p["wte.weight"])  # (B, T, C)
+        x, wte_cache = L.embedding_forward(idx, p["wte.weight"])  # (B, T, C)
         if cfg.pos_encoding == "learned":
-            x, pos_cache = Lr.learned_positional_forward(x, p["wpe.weight"])
+            x, pos_cache = L.learned_positional_forward(x, p["wpe.weight"])
         else:
-            x, pos_cache = Lr.sinusoidal_positional_forward(x)
-        x, drop_cache = Lr.dropout_forward(x, pdrop, rng)
+            x, pos_cache = L.sinusoidal_positional_forward(x)
+        x, emb_drop = L.dropout_forward(x, pdrop, rng)
 
-        block_caches = []
+        blocks = []
         for i in range(cfg.n_layer):
-            x, cache = self._block_forward(i, x, pdrop, rng)
-            block_caches.append(cache)
+            x, block_cache = self._block_forward(i, x, pdrop, rng)
+            blocks.append(block_cache)
 
-        xf, lnf_cache = Lr.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])  # (B, T, C)
+        xf, ln_f = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])  # (B, T, C)
         # LM head tied to the token embedding: logits = xf @ wte.T (no bias)
         B, T, C = xf.shape
         logits = (xf.reshape(B * T, C) @ p["wte.weight"].T).reshape(B, T, -1)  # (B, T, V)
 
         loss = loss_cache = None
         if targets is not None:
-            loss, loss_cache = Lr.softmax_cross_entropy_forward(logits, targets)
+            loss, loss_cache = L.softmax_cross_entropy_forward(logits, targets)
             loss = float(loss)
-        self._cache = (emb_cache, pos_cache, drop_cache, block_caches, lnf_cache, xf, loss_cache)
+        self._cache = ModelCache(wte_cache, pos_cache, emb_drop, blocks, ln_f, xf, loss_cache)
         return logits, loss
 
-    def _block_forward(self, i, x, pdrop, rng):
-        """One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
-        p, pre = self.params, f"h.{i}."
-        h, ln1 = Lr.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
-        a, attn = Lr.attention_forward(
-            h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
-            p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"],
-            self.config.n_head, attn_pdrop=pdrop, rng=rng)  # (B, T, C)
-        a, drop1 = Lr.dropout_forward(a, pdrop, rng)
-        x = x + a  # residual: the block adds to the stream, it does not replace it
-        h, ln2 = Lr.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
-        m, mlp = Lr.mlp_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
-                                p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
-        m, drop2 = Lr.dropout_forward(m, pdrop, rng)
-        x = x + m  # (B, T, C)
-        return x, (ln1, attn, drop1, ln2, mlp, drop2)
-
     def backward(self):
-        """Gradients of the mean loss of the last forward(idx, targets) call.
+        """Gradients of the mean loss of the last forward(idx, targets) call: forward's steps
+        in reverse order, each layer's backward taking the cache its forward kept.
 
         Returns a dict with the same keys as params.
         """
         if self._cache is None:
             raise RuntimeError("backward() called before forward()")
-        emb_cache, pos_cache, drop_cache, block_caches, lnf_cache, xf, loss_cache = self._cache
-        if loss_cache is None:
+        cache = self._cache
+        if cache.loss is None:
             raise RuntimeError("backward() needs a loss: call forward(idx, targets) first")
         cfg, p = self.config, self.params
         grads = {}
 
-        dlogits = Lr.softmax_cross_entropy_backward(1.0, loss_cache)  # (B, T, V)
+        dlogits = L.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V)
         B, T, V = dlogits.shape
         C = cfg.n_embd
         dlogits2 = dlogits.reshape(B * T, V)
         # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
         dxf = (dlogits2 @ p["wte.weight"]).reshape(B, T, C)
-        dwte_head = dlogits2.T @ xf.reshape(B * T, C)  # (V, C)
-        dx, grads["ln_f.weight"], grads["ln_f.bias"] = Lr.layernorm_backward(dxf, lnf_cache)
+        dwte_head = dlogits2.T @ cache.xf.reshape(B * T, C)  # (V, C)
+        dx, grads["ln_f.weight"], grads["ln_f.bias"] = L.layernorm_backward(dxf, cache.ln_f)
 
         for i in reversed(range(cfg.n_layer)):
-            dx = self._block_backward(i, dx, block_caches[i], grads)
+            dx, block_grads = self._block_backward(i, dx, cache.blocks[i])
+            grads.update(block_grads)
 
-        dx = Lr.dropout_backward(dx, drop_cache)
+        dx = L.dropout_backward(dx, cache.emb_drop)
         if cfg.pos_encoding == "learned":
-            dx, grads["wpe.weight"] = Lr.learned_positional_backward(dx, pos_cache)
+            dx, grads["wpe.weight"] = L.learned_positional_backward(dx, cache.pos)
         else:
-            dx = Lr.sinusoidal_positional_backward(dx, pos_cache)
+            dx = L.sinusoidal_positional_backward(dx, cache.pos)
         # wte is used twice, by the lookup and by the LM head: its gradient is the sum of both
-        grads["wte.weight"] = Lr.embedding_backward(dx, emb_cache) + dwte_head
+        grads["wte.weight"] = L.embedding_backward(dx, cache.wte) + dwte_head
         return {k: grads[k] for k in p}  # same order as params
 
-    def _block_backward(self, i, dx, cache, grads):
-        """Backward through block i; writes its parameter gradients into `grads`."""
-        ln1, attn, drop1, ln2, mlp, drop2 = cache
+    # One transformer block, forward and backward side by side: each backward line undoes the
+    # forward line with the same names (x_mid, ln2, m, ...), read bottom to top.
+
+    def _block_forward(self, i, x_in, pdrop, rng):
+        """Block i: x_mid = x_in + drop(attn(ln_1(x_in))), then
+        x_out = x_mid + drop(mlp(ln_2(x_mid))). Returns (x_out, BlockCache)."""
+        p, pre = self.params, f"h.{i}."
+        ln1, ln_1 = L.layernorm_forward(x_in, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
+        a, attn = L.attention_forward(
+            ln1, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
+            p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"],
+            self.config.n_head, attn_pdrop=pdrop, rng=rng)  # (B, T, C)
+        a, attn_drop = L.dropout_forward(a, pdrop, rng)
+        x_mid = x_in + a  # residual: the block adds to the stream, it does not replace it
+        ln2, ln_2 = L.layernorm_forward(x_mid, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
+        m, mlp = L.mlp_forward(ln2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
+                               p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+        m, mlp_drop = L.dropout_forward(m, pdrop, rng)
+        x_out = x_mid + m  # (B, T, C)
+        return x_out, BlockCache(ln_1, attn, attn_drop, ln_2, mlp, mlp_drop)
+
+    def _block_backward(self, i, dx_out, cache):
+        """Backward through block i, given dx_out (B, T, C), the gradient of its output.
+        Returns (dx_in, {name: gradient} of block i's twelve parameters)."""
         pre = f"h.{i}."
-        # x_out = x_mid + mlp(ln_2(x_mid)): the gradient reaches x_mid along both paths
-        dm = Lr.dropout_backward(dx, drop2)
-        dh, *g = Lr.mlp_backward(dm, mlp)
-        for name, gi in zip(("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"), g,
-                            strict=True):
-            grads[pre + "mlp." + name] = gi
-        dh, grads[pre + "ln_2.weight"], grads[pre + "ln_2.bias"] = Lr.layernorm_backward(dh, ln2)
-        dx = dx + dh
-        # x_mid = x_in + attn(ln_1(x_in))
-        da = Lr.dropout_backward(dx, drop1)
-        dh, *g = Lr.attention_backward(da, attn)
-        for name, gi in zip(("c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias"), g,
-                            strict=True):
-            grads[pre + "attn." + name] = gi
-        dh, grads[pre + "ln_1.weight"], grads[pre + "ln_1.bias"] = Lr.layernorm_backward(dh, ln1)
-        return dx + dh
+        # x_out = x_mid + m: the gradient reaches x_mid directly and through the MLP branch
+        dm = L.dropout_backward(dx_out, cache.mlp_drop)
+        dln2, dw_fc, db_fc, dw_mlp_proj, db_mlp_proj = L.mlp_backward(dm, cache.mlp)
+        dx_mid_branch, dw_ln2, db_ln2 = L.layernorm_backward(dln2, cache.ln_2)
+        dx_mid = dx_out + dx_mid_branch
+        # x_mid = x_in + a: likewise through the attention branch
+        da = L.dropout_backward(dx_mid, cache.attn_drop)
+        dln1, dw_attn, db_attn, dw_attn_proj, db_attn_proj = L.attention_backward(da, cache.attn)
+        dx_in_branch, dw_ln1, db_ln1 = L.layernorm_backward(dln1, cache.ln_1)
+        dx_in = dx_mid + dx_in_branch
+        return dx_in, {
+            pre + "ln_1.weight": dw_ln1, pre + "ln_1.bias": db_ln1,
+            pre + "attn.c_attn.weight": dw_attn, pre + "attn.c_attn.bias": db_attn,
+            pre + "attn.c_proj.weight": dw_attn_proj, pre + "attn.c_proj.bias": db_attn_proj,
+            pre + "ln_2.weight": dw_ln2, pre + "ln_2.bias": db_ln2,
+            pre + "mlp.c_fc.weight": dw_fc, pre + "mlp.c_fc.bias": db_fc,
+            pre + "mlp.c_proj.weight": dw_mlp_proj, pre + "mlp.c_proj.bias": db_mlp_proj,
+        }
 
     # --- generation ----------------------------------------------------------------------
 
@@ -357,12 +390,7 @@ class GPT:
 
         Returns int (B, T + max_new_tokens).
         """
-        if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer) \
-                or idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError("idx must be an integer array of shape (B, T) with T >= 1")
-        if idx.shape[0] == 0:
-            raise ValueError(f"idx holds no sequences: shape {idx.shape}, need B >= 1")
-        Lr.check_token_ids(idx, self.config.vocab_size)
+        check_idx(idx, self.config, crop=True)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, "
@@ -392,8 +420,18 @@ class GPT:
         return out
 
     def _forward_cached(self, idx, past):
-        """Forward of new tokens idx (B, T_new) given the KV cache `past` (or None).
-        Returns (logits of the last position (B, V), the updated cache)."""
+        """The forward pass for generation, with a KV cache: new tokens idx (B, T_new) given
+        `past` (per layer (k, v), each (B, nh, T_past, hs); None when empty).
+
+        The same layers in the same order as forward and _block_forward, with four
+        differences: the positions start at T_past instead of 0; each block calls
+        attention_cached_forward (the keys and values of earlier tokens come from `past`)
+        instead of attention_forward; there is no dropout and no cache for a backward pass;
+        and ln_f and the LM head run on the last position only (the one we sample from).
+        tests/test_model.py checks that both paths generate the same tokens.
+
+        Returns (logits of the last position (B, V), the updated cache).
+        """
         cfg, p = self.config, self.params
         T_past = 0 if past is None else past[0][0].shape[2]
         T_new = idx.shape[1]
@@ -401,22 +439,22 @@ class GPT:
         if cfg.pos_encoding == "learned":
             x = x + p["wpe.weight"][T_past:T_past + T_new]
         else:
-            x = x + Lr.sinusoidal_table(T_past + T_new, cfg.n_embd, x.dtype)[T_past:]
+            x = x + L.sinusoidal_table(T_past + T_new, cfg.n_embd, x.dtype)[T_past:]
         new_past = []
         for i in range(cfg.n_layer):
             pre = f"h.{i}."
-            h, _ = Lr.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
-            a, kv = Lr.attention_cached_forward(
-                h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
+            ln1, _ = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
+            a, kv = L.attention_cached_forward(
+                ln1, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
                 p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], cfg.n_head,
                 None if past is None else past[i])
             new_past.append(kv)
             x = x + a
-            h, _ = Lr.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
-            m, _ = Lr.mlp_forward(h, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
-                                  p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+            ln2, _ = L.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
+            m, _ = L.mlp_forward(ln2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
+                                 p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
             x = x + m
-        xf, _ = Lr.layernorm_forward(x[:, -1, :], p["ln_f.weight"], p["ln_f.bias"])  # (B, C)
+        xf, _ = L.layernorm_forward(x[:, -1, :], p["ln_f.weight"], p["ln_f.bias"])  # (B, C)
         return xf @ p["wte.weight"].T, new_past  # (B, V)
 
 

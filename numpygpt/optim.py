@@ -2,6 +2,11 @@
 gradient-norm clipping and nanoGPT's warmup + cosine learning-rate schedule.
 
 Each optimizer updates `params` (a dict name -> array) in place from `grads` (same keys).
+
+Read `adamw_reference_step` first: the AdamW update of one tensor as the textbook writes it.
+`AdamW.step` computes the same numbers (the tests compare the two to float rounding) with
+every operation in place, in one scratch buffer per tensor: a GPT's optimizer touches every
+parameter each step, and temporaries the size of the model cost as much time as the maths.
 """
 
 from __future__ import annotations
@@ -54,15 +59,37 @@ def _check_hyper(hyper, name, keys):
         raise ValueError(f"optimizer state lacks {', '.join(missing)}")
 
 
-def decays(name, param):
+def decays(param):
     """Weight decay applies to 2-D tensors (matmul weights and embeddings) only, never to
     biases or layer-norm gains: shrinking those towards 0 is not regularisation but damage."""
     return param.ndim >= 2
 
 
+def adamw_reference_step(p, g, m, v, t, lr, betas, eps, weight_decay):
+    """One AdamW update of one tensor, plainly: the reference that AdamW.step is tested against.
+
+    Inputs:
+    - p, g: the parameter and its gradient, same shape
+    - m, v: the running averages of g and g^2 (zeros before the first step)
+    - t: the number of this step, counting from 1 (the bias correction divides by 1 - b^t)
+    - lr, betas = (b1, b2), eps, weight_decay: as for AdamW
+
+    Returns the new (p, m, v); the inputs are not modified.
+    """
+    b1, b2 = betas
+    if decays(p):
+        p = p * (1 - lr * weight_decay)  # decoupled: the decay never enters m or v
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)  # bias correction: m and v start at 0, so early on they are too small
+    v_hat = v / (1 - b2**t)
+    p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p, m, v
+
+
 class AdamW:
     """Adam with bias correction and decoupled weight decay (Loshchilov & Hutter), as PyTorch's
-    torch.optim.AdamW computes it:
+    torch.optim.AdamW computes it (adamw_reference_step, one tensor at a time):
 
         t += 1
         p *= 1 - lr * weight_decay                     (2-D params only)
@@ -86,7 +113,7 @@ class AdamW:
         self._tmp = {}  # scratch buffers for step(), made on first use
 
     def step(self, grads):
-        """One update of every parameter, in place."""
+        """One update of every parameter, in place: adamw_reference_step without temporaries."""
         _check_grads(self.params, grads)
         self.t += 1  # before the bias correction uses it: at t = 1 it divides by (1 - b)
         b1, b2 = self.betas
@@ -95,22 +122,22 @@ class AdamW:
         step_size = self.lr / bc1
         for k, p in self.params.items():
             g, m, v = grads[k], self.m[k], self.v[k]
-            t = p.dtype.type
+            cast = p.dtype.type  # scalars in the parameter's dtype: float32 stays float32
             tmp = self._scratch(k, p)  # every update below runs in place: no temporaries
-            if self.weight_decay and decays(k, p):
-                p *= t(1 - self.lr * self.weight_decay)
-            m *= t(b1)  # m = b1 m + (1 - b1) g
-            np.multiply(g, t(1 - b1), out=tmp)
+            if self.weight_decay and decays(p):
+                p *= cast(1 - self.lr * self.weight_decay)
+            m *= cast(b1)  # m = b1 m + (1 - b1) g
+            np.multiply(g, cast(1 - b1), out=tmp)
             m += tmp
-            v *= t(b2)  # v = b2 v + (1 - b2) g^2
+            v *= cast(b2)  # v = b2 v + (1 - b2) g^2
             np.multiply(g, g, out=tmp)
-            tmp *= t(1 - b2)
+            tmp *= cast(1 - b2)
             v += tmp
             np.sqrt(v, out=tmp)  # denominator sqrt(v / bc2) + eps
-            tmp *= t(1 / math.sqrt(bc2))
-            tmp += t(self.eps)
+            tmp *= cast(1 / math.sqrt(bc2))
+            tmp += cast(self.eps)
             np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
-            tmp *= t(step_size)
+            tmp *= cast(step_size)
             p -= tmp
 
     def _scratch(self, k, p):
@@ -159,16 +186,16 @@ class SGD:
         _check_grads(self.params, grads)
         self.t += 1
         for k, p in self.params.items():
-            t = p.dtype.type
+            cast = p.dtype.type
             g = grads[k]
-            if self.weight_decay and decays(k, p):
-                g = g + t(self.weight_decay) * p
+            if self.weight_decay and decays(p):
+                g = g + cast(self.weight_decay) * p
             if self.momentum:
                 buf = self.buf[k]
-                buf *= t(self.momentum)
+                buf *= cast(self.momentum)
                 buf += g
                 g = buf
-            p -= t(self.lr) * g
+            p -= cast(self.lr) * g
 
     def state_dict(self):
         hyper = {"name": "SGD", "lr": self.lr, "momentum": self.momentum,

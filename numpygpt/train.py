@@ -62,7 +62,8 @@ class TrainingError(UserError, RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Start from a preset: TrainConfig.preset("baby")."""
+    """Everything that defines a training run. Start from a preset, with some fields changed:
+    TrainConfig.preset_config("baby", max_iters=500)."""
 
     # data and output
     data: str = "numpy-docs"

@@ -32,6 +32,20 @@ def test_roundtrip_unicode_and_newlines():
     assert tok.decode([]) == "" and tok.encode("").shape == (0,)
 
 
+def test_char_tokenizer_equals_the_plain_reference():
+    # the NumPy code-point table against a dict lookup per character, on text with newlines,
+    # accents, an emoji beyond the BMP, a lone surrogate (as os.fsdecode makes) and repeats
+    text = "Hello,\nwörld!\tÉté 🌍\r\nπ ≈ 3.14\udcff\n" * 3
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    np.testing.assert_array_equal(ids, D.char_encode_reference(tok.chars, text))
+    assert D.char_encode_reference(tok.chars, text).dtype == ids.dtype
+    assert tok.decode(ids) == D.char_decode_reference(tok.chars, ids) == text
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, tok.vocab_size, size=50)
+    assert tok.decode(ids) == D.char_decode_reference(tok.chars, ids)
+
+
 def test_constructor_takes_a_list_and_rejects_duplicates():
     assert CharTokenizer(["a", "b", "\n"]).chars == "ab\n"
     with pytest.raises(ValueError, match="unique.*'a'"):

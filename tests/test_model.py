@@ -172,6 +172,10 @@ def test_input_validation():
         model.forward(np.zeros(4, dtype=np.int64))
     with pytest.raises(ValueError, match="targets shape"):
         model.forward(np.zeros((2, 4), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
+    with pytest.raises(TypeError, match="targets must be an integer"):
+        model.forward(np.zeros((1, 2), dtype=np.int64), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="target 11 is out of range"):
+        model.forward(np.zeros((1, 2), dtype=np.int64), np.array([[1, 11]]))
     with pytest.raises(RuntimeError, match="before forward"):
         GPT(tiny()).backward()
     model.forward(np.zeros((1, 4), dtype=np.int64))
@@ -243,6 +247,12 @@ def test_generate_rejects_bad_settings():
         model.generate(idx, -1)
     with pytest.raises(ValueError, match="out of range"):
         model.generate(np.array([[99]]), 3)
+    # generate checks its prompt as forward does (same errors), but crops long prompts
+    with pytest.raises(TypeError, match="integer numpy array of token ids"):
+        model.generate(np.array([[1.0]]), 3)
+    with pytest.raises(ValueError, match=r"shape \(B, T\)"):
+        model.generate(np.zeros((1, 0), dtype=np.int64), 3)
+    assert model.generate(np.zeros((1, 20), dtype=np.int64), 2).shape == (1, 22)
 
 
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from numpygpt import SGD, AdamW, clip_grad_norm, cosine_lr
+from numpygpt.optim import adamw_reference_step, decays
 
 
 def test_adamw_matches_hand_computation():
@@ -36,9 +37,37 @@ def test_adamw_matches_hand_computation():
         eb -= lr * (mb / (1 - b1**t)) / (math.sqrt(vb / (1 - b2**t)) + eps)
         np.testing.assert_allclose(w[0], ew, rtol=1e-12)
         np.testing.assert_allclose(b[0], eb, rtol=1e-12)
+        if t == 1:
+            # The first Adam step moves each weight by lr (up to eps), whatever the size of its
+            # gradient: bias correction makes m_hat = g and v_hat = g^2. b: 2 - 0.1 = 1.9;
+            # w decays first, by the factor 1 - lr * wd = 0.95: 0.475 - 0.1, -0.95 + 0.1.
+            assert math.isclose(b[0], 1.9, rel_tol=1e-7)
+            np.testing.assert_allclose(w[0], [0.375, -0.85], rtol=1e-7)
     assert opt.t == 3
-    # the first Adam step moves each weight by about lr (bias correction at work)
-    # (checked implicitly above; here the explicit number for step 1 of b: 2 - 0.1 = 1.9)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_adamw_step_equals_the_plain_reference(dtype, rtol):
+    # AdamW.step (in place, one scratch buffer) against adamw_reference_step (the textbook
+    # lines), over several steps with a changing lr: equal up to float rounding.
+    rng = np.random.default_rng(3)
+    shapes = {"w": (4, 3), "b": (3,), "wte": (5, 4)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    ref = {k: (p.copy(), np.zeros_like(p), np.zeros_like(p)) for k, p in params.items()}
+    betas, eps, wd = (0.9, 0.95), 1e-8, 0.1
+    opt = AdamW(params, lr=0.01, betas=betas, eps=eps, weight_decay=wd)
+    for t in range(1, 8):
+        lr = 0.01 * (1 - t / 10)
+        opt.lr = lr
+        grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+        opt.step({k: g.copy() for k, g in grads.items()})
+        for k, (p, m, v) in ref.items():
+            ref[k] = p, m, v = adamw_reference_step(p, grads[k], m, v, t, lr, betas, eps, wd)
+            assert p.dtype == dtype
+            np.testing.assert_allclose(params[k], p, rtol=rtol, err_msg=f"{k} at step {t}")
+            np.testing.assert_allclose(opt.m[k], m, rtol=rtol, err_msg=f"m/{k} at step {t}")
+            np.testing.assert_allclose(opt.v[k], v, rtol=rtol, err_msg=f"v/{k} at step {t}")
+    assert [k for k, p in params.items() if decays(p)] == ["w", "wte"]
 
 
 def test_adamw_first_step_is_lr_sized():

@@ -2,8 +2,16 @@
 
     out, cache = x_forward(inputs..., params...)
     grads...   = x_backward(dout, cache)        # in the order of the forward's float arguments
+
+A layer is its maths and checks no arguments (as CS231n's layers): the public entry points,
+GPT.forward and GPT.generate, validate their inputs once per call (see _checks.py).
+Where a fast version replaces the plain idea, the plain one sits beside it, computing the same
+numbers: attention_reference_* and gelu_reference_*.
+
+`FORWARD_BACKWARD_PAIRS` lists every pair by name; the gradient-check suite covers each one.
 """
 
+from ._checks import check_targets, check_token_ids
 from .attention import (
     AttentionCache,
     attention_backward,
@@ -14,8 +22,8 @@ from .attention import (
     causal_mask,
 )
 from .dropout import dropout_backward, dropout_forward
-from .embedding import check_token_ids, embedding_backward, embedding_forward
-from .gelu import gelu_backward, gelu_forward
+from .embedding import embedding_backward, embedding_forward
+from .gelu import gelu_backward, gelu_forward, gelu_reference_backward, gelu_reference_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
@@ -29,12 +37,21 @@ from .positional import (
 )
 
 __all__ = [
-    "AttentionCache", "attention_backward", "attention_cached_forward", "attention_forward",
-    "attention_reference_backward", "attention_reference_forward", "causal_mask",
-    "check_token_ids", "dropout_backward", "dropout_forward", "embedding_backward",
-    "embedding_forward", "gelu_backward", "gelu_forward", "layernorm_backward",
-    "layernorm_forward", "learned_positional_backward", "learned_positional_forward",
-    "linear_backward", "linear_forward", "mlp_backward", "mlp_forward",
-    "sinusoidal_positional_backward", "sinusoidal_positional_forward", "sinusoidal_table",
-    "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
+    "FORWARD_BACKWARD_PAIRS", "AttentionCache", "attention_backward",
+    "attention_cached_forward", "attention_forward", "attention_reference_backward",
+    "attention_reference_forward", "causal_mask", "check_targets", "check_token_ids",
+    "dropout_backward", "dropout_forward", "embedding_backward", "embedding_forward",
+    "gelu_backward", "gelu_forward", "gelu_reference_backward", "gelu_reference_forward",
+    "layernorm_backward", "layernorm_forward", "learned_positional_backward",
+    "learned_positional_forward", "linear_backward", "linear_forward", "mlp_backward",
+    "mlp_forward", "sinusoidal_positional_backward", "sinusoidal_positional_forward",
+    "sinusoidal_table", "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
 ]
+
+# Every forward/backward pair exported above, by name: "gelu" -> (gelu_forward, gelu_backward).
+# (attention_cached_forward has no backward: it only serves generation.)
+FORWARD_BACKWARD_PAIRS = {
+    fwd.removesuffix("_forward"): (globals()[fwd], globals()[bwd])
+    for fwd, bwd in ((n, n.replace("_forward", "_backward")) for n in __all__)
+    if fwd.endswith("_forward") and bwd in __all__
+}

@@ -1,25 +1,32 @@
-"""Small input checks shared by the layers, so every bad input gets a message naming the problem."""
+"""Input checks for the integer inputs of the layers (token ids and targets).
+
+The layers themselves check nothing: they are their maths. The public entry points
+(`GPT.forward`, `GPT.generate`) call these once per forward pass, so a bad id gets a message
+naming the problem instead of an IndexError from deep inside a layer, or worse, a negative id
+that NumPy would silently read from the end of a table.
+"""
 
 import numpy as np
 
 
-def check_float(name, a):
-    """Raise TypeError unless `a` is a floating-point ndarray (the layers never change dtype)."""
-    if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.floating):
-        got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{name} must be a floating-point numpy array, got {got}")
+def check_token_ids(idx, vocab_size, name="idx"):
+    """Raise TypeError/ValueError unless `idx` holds integer ids in [0, vocab_size)."""
+    if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer):
+        got = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
+        raise TypeError(f"{name} must be an integer numpy array of token ids, got {got}")
+    if idx.size and (idx.min() < 0 or idx.max() >= vocab_size):
+        bad = idx[(idx < 0) | (idx >= vocab_size)].flat[0]
+        raise ValueError(f"token id {bad} in {name} is out of range [0, {vocab_size})")
 
 
-def check_same_dtype(**arrays):
-    """Raise TypeError if the float arrays disagree on dtype (mixing would silently upcast)."""
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        desc = ", ".join(f"{n}={d}" for n, d in dtypes.items())
-        raise TypeError(f"dtypes must match (no silent upcast): {desc}")
-
-
-def check_last_dim(name, a, size, what):
-    """Raise ValueError unless a.shape[-1] == size."""
-    if a.ndim == 0 or a.shape[-1] != size:
-        raise ValueError(f"{name} has shape {a.shape}; its last dimension must be {size} ({what})")
-
+def check_targets(targets, shape, vocab_size, ignore_index=-1):
+    """Raise TypeError/ValueError unless `targets` is an integer array of `shape` whose
+    entries are class ids in [0, vocab_size) or ignore_index (see softmax_cross_entropy)."""
+    if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError("targets must be an integer numpy array")
+    if targets.shape != shape:
+        raise ValueError(f"targets shape {targets.shape} does not match idx shape {shape}")
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= vocab_size))
+    if bad.any():
+        raise ValueError(f"target {targets[bad][0]} is out of range [0, {vocab_size}) "
+                         f"and is not ignore_index")

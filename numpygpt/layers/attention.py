@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import check_float, check_same_dtype
 from .dropout import dropout_forward
 from .linear import linear_backward, linear_forward
 
@@ -37,25 +36,6 @@ class AttentionCache(NamedTuple):
     probs: np.ndarray  # (B, nh, T, T) softmax output, before dropout
     drop_mask: np.ndarray | None  # (B, nh, T, T) scaled keep-mask, None without dropout
     proj_cache: tuple  # linear cache of the output projection (y, w_proj)
-
-
-def _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head):
-    for name, a in (("x", x), ("w_attn", w_attn), ("b_attn", b_attn),
-                    ("w_proj", w_proj), ("b_proj", b_proj)):
-        check_float(name, a)
-    check_same_dtype(x=x, w_attn=w_attn, b_attn=b_attn, w_proj=w_proj, b_proj=b_proj)
-    if x.ndim != 3:
-        raise ValueError(f"x must have shape (B, T, C), got {x.shape}")
-    C = x.shape[2]
-    if not isinstance(n_head, (int, np.integer)) or n_head <= 0:
-        raise ValueError(f"n_head must be a positive integer, got {n_head!r}")
-    if C % n_head != 0:
-        raise ValueError(f"n_embd={C} is not divisible by n_head={n_head}")
-    expected = {"w_attn": (C, 3 * C), "b_attn": (3 * C,), "w_proj": (C, C), "b_proj": (C,)}
-    for name, a in (("w_attn", w_attn), ("b_attn", b_attn), ("w_proj", w_proj),
-                    ("b_proj", b_proj)):
-        if a.shape != expected[name]:
-            raise ValueError(f"{name} must have shape {expected[name]} for C={C}, got {a.shape}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -131,7 +111,6 @@ def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0,
     - out: (B, T, C)
     - cache: AttentionCache; cache.probs (B, nh, T, T) are the attention probabilities
     """
-    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
     B, T, C = x.shape
     hs = C // n_head
     q, k, v, qkv_cache = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T, hs) each
@@ -192,7 +171,6 @@ def attention_reference_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_
 
     For each query position t only keys 0..t are looked at, which *is* the causal mask.
     """
-    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
     B, T, C = x.shape
     hs = C // n_head
     scale = 1.0 / np.sqrt(hs)
@@ -264,7 +242,6 @@ def attention_cached_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, past=Non
     - out: (B, T_new, C)
     - k, v: (B, nh, T_past + T_new, hs), the cache including the new positions
     """
-    _check_args(x, w_attn, b_attn, w_proj, b_proj, n_head)
     B, T_new, C = x.shape
     hs = C // n_head
     q, k, v, _ = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T_new, hs) each

@@ -5,37 +5,19 @@ Shapes: B batch, T time (sequence length), C channels (n_embd), V vocabulary siz
 
 import numpy as np
 
-from ._checks import check_float
-
-
-def check_token_ids(idx, vocab_size, name="idx"):
-    """Raise TypeError/ValueError unless `idx` holds integer ids in [0, vocab_size)."""
-    if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer):
-        got = idx.dtype if isinstance(idx, np.ndarray) else type(idx).__name__
-        raise TypeError(f"{name} must be an integer numpy array of token ids, got {got}")
-    if idx.size and (idx.min() < 0 or idx.max() >= vocab_size):
-        bad = idx[(idx < 0) | (idx >= vocab_size)].flat[0]
-        raise ValueError(f"token id {bad} in {name} is out of range [0, {vocab_size})")
-
 
 def embedding_forward(idx, wte, padding_idx=None):
     """Look up the embedding vector of every token id.
 
     Inputs:
-    - idx: integer token ids of any shape, e.g. (B, T), each in [0, V)
+    - idx: integer token ids of any shape, e.g. (B, T), each in [0, V) (GPT.forward checks
+      them with check_token_ids: a negative id would silently read a row from the end)
     - wte: embedding table of shape (V, C)
     - padding_idx: optional id whose row gets no gradient (as nn.Embedding(padding_idx=...))
 
     Returns (out, cache):
     - out: idx.shape + (C,), same dtype as wte
     """
-    check_float("wte", wte)
-    if wte.ndim != 2:
-        raise ValueError(f"wte must be 2-D (V, C), got shape {wte.shape}")
-    V = wte.shape[0]
-    check_token_ids(idx, V)
-    if padding_idx is not None and not 0 <= padding_idx < V:
-        raise ValueError(f"padding_idx {padding_idx} is out of range [0, {V})")
     out = wte[idx]  # (B, T, C): fancy indexing copies, so out does not alias wte
     cache = (idx, wte.shape, wte.dtype, padding_idx)
     return out, cache

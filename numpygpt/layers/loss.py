@@ -8,37 +8,35 @@ Fusing softmax with the log keeps it stable: log softmax(z) = z - max(z) - log s
 Shapes: N rows (e.g. B*T), V classes (vocabulary).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ._checks import check_float
+
+class CrossEntropyCache(NamedTuple):
+    probs: np.ndarray  # (N, V) softmax of the logits
+    yv: np.ndarray  # (N,) targets, ignored ones replaced by 0
+    valid: np.ndarray  # (N,) bool, False where the target is ignored
+    n_valid: int  # how many targets count
+    shape: tuple  # the logits' shape, for the gradient
 
 
 def softmax_cross_entropy_forward(logits, targets, ignore_index=-1):
     """Inputs:
     - logits: (..., V) float scores, e.g. (B, T, V)
     - targets: integer class ids of shape logits.shape[:-1]; entries equal to ignore_index
-      (default -1, for padding) do not count
+      (default -1, for padding) do not count; the others must be in [0, V) (GPT.forward
+      checks them with check_targets)
 
     Returns (loss, cache):
     - loss: scalar of logits' dtype, the mean over non-ignored targets. When every target is
       ignored the loss is 0 and so is the gradient: there is nothing to learn from, and
       (unlike PyTorch's 0/0 = nan) one all-padding batch cannot poison training.
     """
-    check_float("logits", logits)
-    if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
-        raise TypeError("targets must be an integer numpy array")
-    if logits.ndim < 1 or targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"targets shape {targets.shape} does not match logits shape {logits.shape} "
-            f"(expected {logits.shape[:-1]})"
-        )
     V = logits.shape[-1]
     z = logits.reshape(-1, V)  # (N, V)
     y = targets.reshape(-1)  # (N,)
     valid = y != ignore_index  # (N,)
-    bad = valid & ((y < 0) | (y >= V))
-    if bad.any():
-        raise ValueError(f"target {y[bad][0]} is out of range [0, {V}) and is not ignore_index")
     n_valid = int(valid.sum())
 
     shifted = z - z.max(axis=-1, keepdims=True)  # (N, V), max is 0: exp cannot overflow
@@ -51,8 +49,7 @@ def softmax_cross_entropy_forward(logits, targets, ignore_index=-1):
         loss = logits.dtype.type(0.0)
     else:
         loss = logits.dtype.type(-(logp * valid).sum() / n_valid)
-    cache = (probs, yv, valid, n_valid, logits.shape)
-    return loss, cache
+    return loss, CrossEntropyCache(probs, yv, valid, n_valid, logits.shape)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
