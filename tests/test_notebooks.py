@@ -81,6 +81,14 @@ def test_the_course_has_its_notebooks():
     assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
 
 
+def test_no_exercise_is_asked_twice():
+    where = {}
+    for path in NOTEBOOKS:
+        for _, name in exercises(read(path)):
+            where.setdefault(name, []).append(path.stem)
+    assert {n: w for n, w in where.items() if len(w) > 1} == {}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_is_committed_without_outputs(path):
     nb = read(path)
