@@ -178,7 +178,9 @@ _TEX_REWRITES = [
     (re.compile(r"\\end\{aligned\}"), r"\\end{align*}"),
     (re.compile(r"\\arg(?![A-Za-z])"), r"\\operatorname{arg}"),
 ]
-_UNCONVERTED = re.compile(r">[^<]*(\\[A-Za-z]+|&(?!#?\w+;))[^<]*<")
+_UNCONVERTED = re.compile(r">[^<]*(\\[A-Za-z_%#$]+|&(?!#?\w+;))[^<]*<")
+# latex2mathml keeps TeX's escapes inside \text{...} (min\_lr): the reader wants min_lr
+_ESCAPED = re.compile(r"\\([_%#$])")
 # latex2mathml puts no space after \log, \ln, \exp...: TeX's thin space before an operand
 _FUNCTION = re.compile(r"(<mi>(?:arccos|arcsin|arctan|cos|cosh|det|exp|lg|ln|log|sin|sinh|tan|"
                        r"tanh)</mi>|<msub><mi>log</mi><mn>[^<]*</mn></msub>)"
@@ -199,6 +201,7 @@ class MathTypesetter:
         try:
             mathml = self._convert(prepared, display="block" if display else "inline")
             mathml = _FUNCTION.sub(r'\1<mspace width="0.167em"></mspace>', mathml)
+            mathml = _ESCAPED.sub(r"\1", mathml)
             bad = _UNCONVERTED.search(mathml)
             problem = f"left {bad.group(1)!r} unconverted" if bad else ""
         except Exception as e:  # latex2mathml raises many kinds; any of them means "cannot"
