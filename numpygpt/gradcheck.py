@@ -196,6 +196,17 @@ def layer_cases(seed=0):
             "linear", label, L.linear_forward, L.linear_backward,
             {"x": r(*xshape), "w": r(4, 5), "b": r(5)}, ["x", "w", "b"]))
 
+    # LoRA: x, A and B get gradients (w, b and the scale are held fixed: frozen); B is
+    # random, not the zero it starts as, or dA = x^T (dy B^T) s would be 0 and prove nothing
+    for label, xshape, rank in [("x (2, 3, 5) r=2", (2, 3, 5), 2),
+                                ("x (1, 1, 5) r=1", (1, 1, 5), 1)]:
+        w, b = r(5, 6), r(6)
+        cases.append(GradCase(
+            "lora", label,
+            lambda x, A, B, w=w, b=b: L.lora_forward(x, w, b, A, B, 1.5),
+            L.lora_backward, {"x": r(*xshape), "A": r(5, rank), "B": r(rank, 6)},
+            ["x", "A", "B"]))
+
     # layer norm with random gains and biases, inputs off-centre and scaled
     for label, xshape in [("B=1 T=1", (1, 1, 6)), ("B=2 T=3", (2, 3, 6))]:
         cases.append(GradCase(
@@ -287,7 +298,8 @@ def format_table(rows):
 
 
 def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
-    """Gradient check of every parameter of a GPT (use a float64 model with tiny sizes).
+    """Gradient check of every trainable parameter of a GPT (use a float64 model with tiny
+    sizes); backward must return exactly those (model.trainable).
 
     Each forward draws its dropout masks from a fresh Generator with the same seed, so every
     finite-difference evaluation sees the same masks as the analytic backward.
@@ -299,9 +311,13 @@ def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
 
     loss()
     grads = model.backward()
+    if set(grads) != set(model.trainable):
+        raise ValueError(f"backward returned {sorted(set(grads) ^ set(model.trainable))[:3]} "
+                         "against model.trainable")
     C = model.config.n_embd
     errors = {}
-    for name, param in model.params.items():
+    for name in grads:
+        param = model.params[name]
         numeric = numerical_gradient(loss, param, 1.0, h, order)
         if name.endswith("attn.c_attn.bias"):  # key bias: see key_bias_mask
             errors[name] = masked_error(grads[name], numeric, key_bias_mask(C))
@@ -311,14 +327,17 @@ def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
 
 
 def model_cases():
-    """Whole-model checks: (label, config kwargs, batch shape, ignored targets?)."""
+    """Whole-model checks: (label, config kwargs, batch shape, ignored targets?, LoRA
+    kwargs or None)."""
     base = dict(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8)
     return [
-        ("learned positions", {**base}, (2, 4), False),
-        ("sinusoidal positions", {**base, "pos_encoding": "sinusoidal"}, (2, 4), False),
-        ("dropout 0.2 (fixed mask)", {**base, "dropout": 0.2}, (2, 4), False),
-        ("ignored targets", {**base}, (2, 4), True),
-        ("B=1 T=1 n_head=1", {**base, "n_head": 1, "n_layer": 1}, (1, 1), False),
+        ("learned positions", {**base}, (2, 4), False, None),
+        ("sinusoidal positions", {**base, "pos_encoding": "sinusoidal"}, (2, 4), False, None),
+        ("dropout 0.2 (fixed mask)", {**base, "dropout": 0.2}, (2, 4), False, None),
+        ("ignored targets", {**base}, (2, 4), True, None),
+        ("B=1 T=1 n_head=1", {**base, "n_head": 1, "n_layer": 1}, (1, 1), False, None),
+        ("LoRA r=2, padded (targets -1)", {**base, "dropout": 0.2}, (2, 4), True,
+         {"rank": 2, "alpha": 3}),
     ]
 
 
@@ -327,7 +346,7 @@ def run_model_checks(seed=0):
     from .model import GPT, GPTConfig  # here, not at the top: the model imports the layers
 
     rows = []
-    for label, kwargs, (B, T), ignore in model_cases():
+    for label, kwargs, (B, T), ignore, lora in model_cases():
         model = GPT(GPTConfig(**kwargs), seed=seed, dtype=np.float64)
         rng = np.random.default_rng(seed)
         # random gains and biases: ones and zeros would hide mistakes
@@ -337,6 +356,13 @@ def run_model_checks(seed=0):
                                                                name.endswith("weight") else 0)
             else:
                 p *= 10  # larger weights than the 0.02 init, so every path matters
+        if lora:
+            model.add_lora(**lora, seed=seed)
+            # B = 0 (its start) would hide a wrong dA; 0.3: the update s A @ B about as large
+            # as the (x10) weights, not larger, or the loss bends too fast for h = 1e-3
+            for name in model.lora:
+                model.params[name + ".lora_B"][...] = rng.standard_normal(
+                    model.params[name + ".lora_B"].shape) * 0.3
         idx = rng.integers(0, model.config.vocab_size, (B, T))
         idx[0, 0] = idx[-1, -1]  # a duplicate id, so the lookup must accumulate
         targets = rng.integers(0, model.config.vocab_size, (B, T))

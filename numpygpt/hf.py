@@ -536,12 +536,16 @@ def save_pretrained(model, folder, tokenizer=None):
 
     The folder must be new, empty, or an earlier GPT-2 export (whose config and weights are
     then replaced; other files, such as its tokenizer files, are kept when no tokenizer is
-    given). Raises ValueError for a model GPT-2's format cannot hold (sinusoidal positions),
+    given). Raises ValueError for a model GPT-2's format cannot hold (sinusoidal positions,
+    unmerged LoRA adapters: merge_lora() first; a silent merge of a copy would hide it),
     a tokenizer that is not BPE, or a folder holding other things.
 
     Returns the folder as a Path.
     """
     cfg = model.config
+    if getattr(model, "lora", None):  # GPT-2's format has no place for adapters
+        raise ValueError("this model has unmerged LoRA adapters; call model.merge_lora() "
+                         "first, then save_pretrained writes a plain GPT-2 folder")
     if cfg.pos_encoding != "learned":
         raise ValueError("GPT-2 has learned positions; a model with "
                          f"pos_encoding={cfg.pos_encoding!r} cannot be saved in GPT-2 format")

@@ -28,6 +28,7 @@ from .checkpoint import validate_params
 from .errors import ConfigError, check_int, check_real
 
 POS_ENCODINGS = ("learned", "sinusoidal")
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every linear map
 
 
 @dataclass
@@ -175,7 +176,11 @@ class GPT:
 
     model = GPT(cfg, seed=0, dtype=np.float32)
     logits, loss = model.forward(idx, targets)   # loss is None without targets
-    grads = model.backward()                     # dict with the keys of model.params
+    grads = model.backward()                     # dict with the names in model.trainable
+
+    Fine-tuning: model.trainable (default: every parameter) names what backward computes
+    gradients for; model.add_lora(...) adds low-rank adapters and trains only them, and
+    model.merge_lora() folds them back into plain weights.
     """
 
     def __init__(self, config, seed=0, dtype=np.float32, params=None):
@@ -197,6 +202,8 @@ class GPT:
             self.params = init_params(config, np.random.default_rng(init_ss), dtype)
         else:
             self.load_params(params)  # (GPT-2 XL: no seconds and gigabytes of random init)
+        self.lora = {}  # "h.{i}.<target>" -> scale alpha / r, one entry per adapter
+        self._trainable = frozenset(self.params)  # see the trainable property
         self.rng = np.random.default_rng(dropout_ss)  # dropout masks
         self.training = True
         self._cache = None
@@ -222,7 +229,101 @@ class GPT:
         expected = param_shapes(self.config)
         validate_params(params, expected, what="the given")
         self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
+        self.lora, self._trainable = {}, frozenset(self.params)  # plain weights, all trained
         self._cache = None
+
+    # --- fine-tuning: what trains, and LoRA adapters ---------------------------------------
+
+    @property
+    def trainable(self):
+        """The names of the parameters backward() computes gradients for (default: all).
+        Assign a set of names to freeze the rest, e.g. {"h.3.mlp.c_fc.weight", ...}."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, names):
+        if isinstance(names, str) or not hasattr(names, "__iter__"):
+            raise ConfigError(f"trainable must be a set of parameter names, got {names!r}")
+        names = frozenset(names)
+        unknown = sorted(map(str, names - set(self.params)))
+        if unknown:
+            raise ConfigError(f"unknown parameter names in trainable: {unknown[:3]}"
+                              f"{' ...' if len(unknown) > 3 else ''} (see model.params)")
+        if not names:
+            raise ConfigError("trainable is empty: nothing would get a gradient")
+        self._trainable = names
+
+    def trainable_params(self):
+        """{name: array} of the trainable parameters, in params order: what to hand to the
+        optimizer, AdamW(model.trainable_params(), ...), so it steps exactly what backward
+        returns (the arrays are the model's own, updated in place)."""
+        return {k: p for k, p in self.params.items() if k in self._trainable}
+
+    def add_lora(self, rank=8, alpha=16, targets=LORA_TARGETS, seed=0):
+        """Add a LoRA adapter (see layers/lora.py) to the linear maps named in `targets` in
+        every block, and train only the adapters: model.trainable becomes their names.
+
+        Adds params "h.{i}.<target>.lora_A" (in, rank) and "...lora_B" (rank, out), scale
+        alpha / rank. B starts at 0, so the model computes exactly what it did before. A
+        starts as peft's (and the LoRA paper's code's) Kaiming-uniform, U(-1/sqrt(in),
+        1/sqrt(in)), drawn from np.random.default_rng(seed): x @ A keeps the size of x's
+        entries whatever the width. A must not be 0 too: dB = scale (x A)^T dy would then
+        be 0, and dA is proportional to B, so nothing would ever move.
+        """
+        if self.lora:
+            raise ConfigError("this model already has LoRA adapters (merge_lora() first)")
+        targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        unknown = [t for t in targets if t not in LORA_TARGETS]
+        if unknown or not targets:
+            raise ConfigError(f"unknown LoRA targets {unknown}; choose from {LORA_TARGETS}")
+        rank = check_int("rank", rank, minimum=1)
+        alpha = check_real("alpha", alpha, low=0.0)
+        if alpha == 0:
+            raise ConfigError("alpha must be > 0 (alpha = 0 would switch the adapters off)")
+        rng = np.random.default_rng(seed)
+        for i in range(self.config.n_layer):
+            for t in dict.fromkeys(targets):  # each target once, in the given order
+                name = f"h.{i}.{t}"
+                Din, Dout = self.params[name + ".weight"].shape
+                if rank > min(Din, Dout):
+                    raise ConfigError(f"rank={rank} is larger than the layer {t} "
+                                      f"({Din} -> {Dout}) allows: at most {min(Din, Dout)}")
+                bound = 1.0 / math.sqrt(Din)
+                self.params[name + ".lora_A"] = rng.uniform(
+                    -bound, bound, (Din, rank)).astype(self.dtype)  # (in, r)
+                self.params[name + ".lora_B"] = np.zeros((rank, Dout), self.dtype)  # (r, out)
+                self.lora[name] = alpha / rank
+        self._trainable = frozenset(k for k in self.params if ".lora_" in k)
+        self._cache = None
+
+    def _lora_delta(self, name):
+        """scale * A @ B (in, out): the adapter of linear map `name` as a weight update."""
+        p = self.params
+        return self.lora[name] * (p[name + ".lora_A"] @ p[name + ".lora_B"])
+
+    def merge_lora(self):
+        """Fold every adapter into its weight, w += scale * A @ B, and remove the adapters:
+        the model computes the same logits (forward already used w + scale * A @ B), is a
+        plain GPT-2 again (save_pretrained works) and trains every parameter."""
+        if not self.lora:
+            raise ConfigError("no LoRA adapters to merge (none added, or merged already)")
+        for name in self.lora:
+            self.params[name + ".weight"] += self._lora_delta(name)
+            del self.params[name + ".lora_A"], self.params[name + ".lora_B"]
+        self.lora = {}
+        self._trainable = frozenset(self.params)
+        self._cache = None
+
+    def _weights(self):
+        """The weights the layers see: params, with every adapted w replaced by
+        w + scale * A @ B (a new array; params keep the frozen w). Attention and the MLP take
+        their weights as arguments, so this is how the adapters reach them: the same function
+        as lora_forward's x @ w + scale * (x @ A) @ B, for in * out * r extra multiply-adds
+        per step, which is small next to the N * in * out of the layer itself."""
+        if not self.lora:
+            return self.params
+        return {**self.params, **{name + ".weight": self.params[name + ".weight"]
+                                  + self._lora_delta(name) for name in self.lora}}
 
     @classmethod
     def from_pretrained(cls, path_or_name, dtype=np.float32, cache_dir=None):
@@ -263,7 +364,7 @@ class GPT:
         check_idx(idx, cfg)
         if targets is not None:
             L.check_targets(targets, idx.shape, cfg.vocab_size)
-        p = self.params
+        p = self._weights()
         pdrop = float(cfg.dropout) if self.training else 0.0
         rng = self.rng if rng is None else rng
 
@@ -276,7 +377,7 @@ class GPT:
 
         blocks = []
         for i in range(cfg.n_layer):
-            x, block_cache = self._block_forward(i, x, pdrop, rng)
+            x, block_cache = self._block_forward(i, p, x, pdrop, rng)
             blocks.append(block_cache)
 
         xf, ln_f = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])  # (B, T, C)
@@ -295,15 +396,27 @@ class GPT:
         """Gradients of the mean loss of the last forward(idx, targets) call: forward's steps
         in reverse order, each layer's backward taking the cache its forward kept.
 
-        Returns a dict with the same keys as params.
+        Frozen parameters (not in model.trainable) get no gradient, and work that serves
+        only them is skipped: the two dwte products when wte is frozen, and the blocks below
+        the lowest one that holds a trainable parameter (when the embeddings are frozen).
+        (Inside a block, the attention and MLP layers still compute the dw of a frozen
+        linear map: their backward passes return every gradient.)
+
+        Returns a dict with the names in model.trainable, in params order.
         """
         if self._cache is None:
             raise RuntimeError("backward() called before forward()")
         cache = self._cache
         if cache.loss is None:
             raise RuntimeError("backward() needs a loss: call forward(idx, targets) first")
-        cfg, p = self.config, self.params
+        cfg, p, train = self.config, self.params, self._trainable
         grads = {}
+        # how far down the backward pass must go: to the embeddings if one of them trains,
+        # else to the lowest block with a trainable parameter (stop = n_layer: none)
+        embeddings = {"wte.weight", "wpe.weight"} & train
+        stop = 0 if embeddings else min(
+            (i for i in range(cfg.n_layer) if any(k.startswith(f"h.{i}.") for k in train)),
+            default=cfg.n_layer)
 
         dlogits = L.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V)
         B, T, V = dlogits.shape
@@ -311,29 +424,29 @@ class GPT:
         dlogits2 = dlogits.reshape(B * T, V)
         # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
         dxf = (dlogits2 @ p["wte.weight"]).reshape(B, T, C)
-        dwte_head = dlogits2.T @ cache.xf.reshape(B * T, C)  # (V, C)
         dx, grads["ln_f.weight"], grads["ln_f.bias"] = L.layernorm_backward(dxf, cache.ln_f)
 
-        for i in reversed(range(cfg.n_layer)):
+        for i in reversed(range(stop, cfg.n_layer)):
             dx, block_grads = self._block_backward(i, dx, cache.blocks[i])
             grads.update(block_grads)
 
-        dx = L.dropout_backward(dx, cache.emb_drop)
-        if cfg.pos_encoding == "learned":
-            dx, grads["wpe.weight"] = L.learned_positional_backward(dx, cache.pos)
-        else:
-            dx = L.sinusoidal_positional_backward(dx, cache.pos)
-        # wte is used twice, by the lookup and by the LM head: its gradient is the sum of both
-        grads["wte.weight"] = L.embedding_backward(dx, cache.wte) + dwte_head
-        return {k: grads[k] for k in p}  # same order as params
+        if embeddings:
+            dx = L.dropout_backward(dx, cache.emb_drop)
+            if cfg.pos_encoding == "learned":
+                dx, grads["wpe.weight"] = L.learned_positional_backward(dx, cache.pos)
+        if "wte.weight" in train:
+            # wte is used twice, by the lookup and by the LM head: its gradient is the sum
+            dwte_head = dlogits2.T @ cache.xf.reshape(B * T, C)  # (V, C)
+            grads["wte.weight"] = L.embedding_backward(dx, cache.wte) + dwte_head
+        return {k: grads[k] for k in p if k in train}  # same order as params
 
     # One transformer block, forward and backward side by side: each backward line undoes the
     # forward line with the same names (x_mid, ln2, m, ...), read bottom to top.
 
-    def _block_forward(self, i, x_in, pdrop, rng):
-        """Block i: x_mid = x_in + drop(attn(ln_1(x_in))), then
+    def _block_forward(self, i, p, x_in, pdrop, rng):
+        """Block i with weights p: x_mid = x_in + drop(attn(ln_1(x_in))), then
         x_out = x_mid + drop(mlp(ln_2(x_mid))). Returns (x_out, BlockCache)."""
-        p, pre = self.params, f"h.{i}."
+        pre = f"h.{i}."
         ln1, ln_1 = L.layernorm_forward(x_in, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
         a, attn = L.attention_forward(
             ln1, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
@@ -350,7 +463,7 @@ class GPT:
 
     def _block_backward(self, i, dx_out, cache):
         """Backward through block i, given dx_out (B, T, C), the gradient of its output.
-        Returns (dx_in, {name: gradient} of block i's twelve parameters)."""
+        Returns (dx_in, {name: gradient} of block i's parameters, adapters included)."""
         pre = f"h.{i}."
         # x_out = x_mid + m: the gradient reaches x_mid directly and through the MLP branch
         dm = L.dropout_backward(dx_out, cache.mlp_drop)
@@ -362,7 +475,7 @@ class GPT:
         dln1, dw_attn, db_attn, dw_attn_proj, db_attn_proj = L.attention_backward(da, cache.attn)
         dx_in_branch, dw_ln1, db_ln1 = L.layernorm_backward(dln1, cache.ln_1)
         dx_in = dx_mid + dx_in_branch
-        return dx_in, {
+        grads = {
             pre + "ln_1.weight": dw_ln1, pre + "ln_1.bias": db_ln1,
             pre + "attn.c_attn.weight": dw_attn, pre + "attn.c_attn.bias": db_attn,
             pre + "attn.c_proj.weight": dw_attn_proj, pre + "attn.c_proj.bias": db_attn_proj,
@@ -370,6 +483,13 @@ class GPT:
             pre + "mlp.c_fc.weight": dw_fc, pre + "mlp.c_fc.bias": db_fc,
             pre + "mlp.c_proj.weight": dw_mlp_proj, pre + "mlp.c_proj.bias": db_mlp_proj,
         }
+        # an adapted layer saw w + scale * A @ B; the chain rule through that product turns
+        # the layer's dw (in, out) into dA = scale dw B^T (in, r) and dB = scale A^T dw (r, out)
+        for name in (n for n in self.lora if n.startswith(pre)):
+            dw, s = grads[name + ".weight"], self.lora[name]
+            grads[name + ".lora_A"] = s * (dw @ self.params[name + ".lora_B"].T)
+            grads[name + ".lora_B"] = s * (self.params[name + ".lora_A"].T @ dw)
+        return dx_in, grads
 
     # --- generation ----------------------------------------------------------------------
 
@@ -400,6 +520,7 @@ class GPT:
         block = self.config.block_size
         was_training, self.training = self.training, False  # no dropout while sampling
         try:
+            p = self._weights()  # once per call: adapters (if any) folded into the weights
             out = idx.astype(np.int64)
             past = None  # the KV cache: per layer (k, v), each (B, nh, T_past, hs)
             for _ in range(max_new_tokens):
@@ -409,9 +530,9 @@ class GPT:
                 elif past is None or past[0][0].shape[2] + 1 > block:
                     # empty cache, or the window is full and slides: positions shift, so the
                     # cached keys are stale; start over from the last block_size tokens
-                    logits, past = self._forward_cached(out[:, -block:], None)
+                    logits, past = self._forward_cached(out[:, -block:], None, p)
                 else:
-                    logits, past = self._forward_cached(out[:, -1:], past)  # the new token only
+                    logits, past = self._forward_cached(out[:, -1:], past, p)  # the new token
                 nxt = sample_next(logits, temperature, top_k, top_p, rng)  # (B,)
                 out = np.concatenate([out, nxt[:, None]], axis=1)
         finally:
@@ -419,9 +540,10 @@ class GPT:
             self._cache = None
         return out
 
-    def _forward_cached(self, idx, past):
+    def _forward_cached(self, idx, past, p):
         """The forward pass for generation, with a KV cache: new tokens idx (B, T_new) given
-        `past` (per layer (k, v), each (B, nh, T_past, hs); None when empty).
+        `past` (per layer (k, v), each (B, nh, T_past, hs); None when empty) and the weights
+        p (model._weights()).
 
         The same layers in the same order as forward and _block_forward, with four
         differences: the positions start at T_past instead of 0; each block calls
@@ -432,7 +554,7 @@ class GPT:
 
         Returns (logits of the last position (B, V), the updated cache).
         """
-        cfg, p = self.config, self.params
+        cfg = self.config
         T_past = 0 if past is None else past[0][0].shape[2]
         T_new = idx.shape[1]
         x = p["wte.weight"][idx]  # (B, T_new, C)

@@ -28,6 +28,8 @@ GRADIENT_CHECKS = [
     ("linear", "x (1, 1, 4)", "x w b", 1e-7),
     ("linear", "x (2, 3, 4)", "x w b", 1e-7),
     ("linear", "x (4,)", "x w b", 1e-7),
+    ("lora", "x (2, 3, 5) r=2", "x A B", 1e-7),  # w, b frozen; B random, not its initial 0
+    ("lora", "x (1, 1, 5) r=1", "x A B", 1e-7),
     ("layernorm", "B=1 T=1", "x w b", 1e-7),
     ("layernorm", "B=2 T=3", "x w b", 1e-7),
     ("gelu", "x in [-5, 5]", "x", 1e-7),
@@ -155,6 +157,8 @@ def _layer_calls(dtype):
         ("sinusoidal_positional", lambda: L.sinusoidal_positional_forward(r(B, T, C)),
          L.sinusoidal_positional_backward),
         ("linear", lambda: L.linear_forward(r(B, T, C), r(C, 5), r(5)), L.linear_backward),
+        ("lora", lambda: L.lora_forward(r(B, T, C), r(C, 5), r(5), r(C, 2), r(2, 5), 2.0),
+         L.lora_backward),
         ("layernorm", lambda: L.layernorm_forward(r(B, T, C), r(C), r(C)), L.layernorm_backward),
         ("gelu", lambda: L.gelu_forward(r(B, T, C)), L.gelu_backward),
         ("gelu_reference", lambda: L.gelu_reference_forward(r(B, T, C)),

@@ -26,6 +26,7 @@ from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward, gelu_reference_backward, gelu_reference_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
+from .lora import lora_backward, lora_forward
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .mlp import mlp_backward, mlp_forward
 from .positional import (
@@ -43,9 +44,10 @@ __all__ = [
     "dropout_backward", "dropout_forward", "embedding_backward", "embedding_forward",
     "gelu_backward", "gelu_forward", "gelu_reference_backward", "gelu_reference_forward",
     "layernorm_backward", "layernorm_forward", "learned_positional_backward",
-    "learned_positional_forward", "linear_backward", "linear_forward", "mlp_backward",
-    "mlp_forward", "sinusoidal_positional_backward", "sinusoidal_positional_forward",
-    "sinusoidal_table", "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
+    "learned_positional_forward", "linear_backward", "linear_forward", "lora_backward",
+    "lora_forward", "mlp_backward", "mlp_forward", "sinusoidal_positional_backward",
+    "sinusoidal_positional_forward", "sinusoidal_table", "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_forward",
 ]
 
 # Every forward/backward pair exported above, by name: "gelu" -> (gelu_forward, gelu_backward).
