@@ -28,7 +28,7 @@ _A = 0.044715
 
 def gelu_reference_forward(x):
     """Inputs: x of any shape. Returns (out, cache): out = gelu(x); the cache is x."""
-    u = _K * (x + _A * x**3)
+    u = _K * (x + _A * x * x * x)
     out = 0.5 * x * (1 + np.tanh(u))
     return out, x
 
@@ -36,7 +36,7 @@ def gelu_reference_forward(x):
 def gelu_reference_backward(dout, cache):
     """Returns dx = dout * gelu'(x), by the product rule on 0.5 x (1 + tanh(u))."""
     x = cache
-    tanh_u = np.tanh(_K * (x + _A * x**3))
+    tanh_u = np.tanh(_K * (x + _A * x * x * x))
     du_dx = _K * (1 + 3 * _A * x**2)
     return dout * (0.5 * (1 + tanh_u) + 0.5 * x * (1 - tanh_u**2) * du_dx)
 
