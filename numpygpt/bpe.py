@@ -34,7 +34,7 @@ from .io import (
     read_json,
     read_text,
 )
-from .tokenizer_base import Tokenizer
+from .tokenizer_base import Tokenizer, TokenizerError
 
 # GPT-2's pre-tokenizer: contractions, words (with one leading space), numbers, punctuation runs,
 # and whitespace (a run of spaces keeps its last space for the word that follows: \s+(?!\S)).
@@ -83,8 +83,8 @@ def str_to_token(s):
     try:
         return bytes(table[c] for c in s)
     except KeyError as e:
-        raise ValueError(f"token {s!r:.60} has the character {e.args[0]!r}, which is not one of "
-                         f"GPT-2's 256 byte characters") from None
+        raise TokenizerError(f"token {s!r:.60} has the character {e.args[0]!r}, which is not "
+                             f"one of GPT-2's 256 byte characters") from None
 
 
 @functools.cache
@@ -152,30 +152,31 @@ class BPETokenizer(Tokenizer):
         index = {}
         for i, t in enumerate(vocab):
             if not t:
-                raise ValueError(f"token {i} is empty")
+                raise TokenizerError(f"token {i} is empty")
             if t in index:
-                raise ValueError(f"tokens {index[t]} and {i} are the same bytes {t!r}")
+                raise TokenizerError(f"tokens {index[t]} and {i} are the same bytes {t!r}")
             index[t] = i
         missing = [b for b in range(256) if bytes([b]) not in index]
         if missing:
-            raise ValueError(f"the vocabulary lacks {len(missing)} of the 256 single bytes "
-                             f"(e.g. byte 0x{missing[0]:02x}), so some text could not be encoded")
+            raise TokenizerError(f"the vocabulary lacks {len(missing)} of the 256 single bytes "
+                                 f"(e.g. byte 0x{missing[0]:02x}), so some text could not be "
+                                 "encoded")
         ranks = {}  # (left, right) -> (rank, id of the merged token)
         for rank, pair in enumerate(merges):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2
                     and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
                             for i in pair)):
-                raise ValueError(f"merge {rank} must be a pair of token ids, got {pair!r}")
+                raise TokenizerError(f"merge {rank} must be a pair of token ids, got {pair!r}")
             a, b = int(pair[0]), int(pair[1])
             if not (0 <= a < len(vocab) and 0 <= b < len(vocab)):
-                raise ValueError(f"merge {rank} ({a}, {b}) refers to a token id outside "
-                                 f"[0, {len(vocab)})")
+                raise TokenizerError(f"merge {rank} ({a}, {b}) refers to a token id outside "
+                                     f"[0, {len(vocab)})")
             if (a, b) in ranks:
-                raise ValueError(f"merge {rank} ({a}, {b}) repeats merge {ranks[a, b][0]}")
+                raise TokenizerError(f"merge {rank} ({a}, {b}) repeats merge {ranks[a, b][0]}")
             new = index.get(vocab[a] + vocab[b])
             if new is None:
-                raise ValueError(f"merge {rank} ({a}, {b}) makes {vocab[a] + vocab[b]!r}, "
-                                 f"which is not in the vocabulary")
+                raise TokenizerError(f"merge {rank} ({a}, {b}) makes {vocab[a] + vocab[b]!r}, "
+                                     f"which is not in the vocabulary")
             ranks[a, b] = (rank, new)
         self._vocab = vocab
         self._merges = [(a, b) for a, b in ranks]  # dicts keep insertion (= rank) order
@@ -346,9 +347,9 @@ class BPETokenizer(Tokenizer):
         cls._check_description(d)
         vocab, merges = d.get("vocab"), d.get("merges")
         if not (isinstance(vocab, list) and all(isinstance(s, str) for s in vocab)):
-            raise ValueError("tokenizer 'vocab' must be a list of strings")
+            raise TokenizerError("tokenizer 'vocab' must be a list of strings")
         if not isinstance(merges, list):
-            raise ValueError("tokenizer 'merges' must be a list of [left, right] id pairs")
+            raise TokenizerError("tokenizer 'merges' must be a list of [left, right] id pairs")
         return cls([str_to_token(s) for s in vocab], merges)
 
     @classmethod
@@ -361,16 +362,16 @@ class BPETokenizer(Tokenizer):
         table = read_json(vocab_json_path, "vocab file", MAX_TOKENIZER_BYTES, root)
         where = f"vocab file {quote(vocab_json_path)}"
         if not isinstance(table, dict):
-            raise ValueError(f"{where} must hold a JSON object {{token: id}}")
+            raise TokenizerError(f"{where} must hold a JSON object {{token: id}}")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in table.values()):
-            raise ValueError(f"{where}: every id must be an integer")
+            raise TokenizerError(f"{where}: every id must be an integer")
         if sorted(table.values()) != list(range(len(table))):
-            raise ValueError(f"{where}: the ids must be 0..{len(table) - 1}, each used once")
+            raise TokenizerError(f"{where}: the ids must be 0..{len(table) - 1}, each used once")
         by_id = sorted(table, key=table.get)  # token strings in id order
         try:
             vocab = [str_to_token(s) for s in by_id]
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        except TokenizerError as e:
+            raise TokenizerError(f"{where}: {e}") from None
 
         where = f"merges file {quote(merges_txt_path)}"
         text = read_text(merges_txt_path, "merges file", MAX_TOKENIZER_BYTES, root)
@@ -381,21 +382,21 @@ class BPETokenizer(Tokenizer):
                 continue
             parts = line.split(" ")
             if len(parts) != 2 or not all(parts):
-                raise ValueError(f"{where} line {lineno}: expected two tokens separated by one "
-                                 f"space, got {line!r:.60}")
+                raise TokenizerError(f"{where} line {lineno}: expected two tokens separated by one "
+                                     f"space, got {line!r:.60}")
             for p in parts:
                 if p not in table:
-                    raise ValueError(f"{where} line {lineno}: token {p!r:.60} is not in the "
-                                     f"vocabulary")
+                    raise TokenizerError(f"{where} line {lineno}: token {p!r:.60} is not in the "
+                                         f"vocabulary")
             if parts[0] + parts[1] not in table:
-                raise ValueError(f"{where} line {lineno}: the merged token "
-                                 f"{parts[0] + parts[1]!r:.60} is not in the vocabulary")
+                raise TokenizerError(f"{where} line {lineno}: the merged token "
+                                     f"{parts[0] + parts[1]!r:.60} is not in the vocabulary")
             merges.append((table[parts[0]], table[parts[1]]))
         try:
             return cls(vocab, merges)
-        except ValueError as e:
-            raise ValueError(f"GPT-2 files {quote(vocab_json_path)}, "
-                             f"{quote(merges_txt_path)}: {e}") from None
+        except TokenizerError as e:
+            raise TokenizerError(f"GPT-2 files {quote(vocab_json_path)}, "
+                                 f"{quote(merges_txt_path)}: {e}") from None
 
     def save_gpt2_files(self, folder):
         """Write folder/vocab.json and folder/merges.txt in GPT-2's format (atomically).
@@ -427,5 +428,5 @@ def _utf8(chunk):
         return chunk.encode("utf-8")
     except UnicodeEncodeError as e:
         ch = chunk[e.start]
-        raise ValueError(f"the text holds {ch!r} (U+{ord(ch):04X}), a lone surrogate, which "
-                         f"UTF-8 cannot encode") from None
+        raise TokenizerError(f"the text holds {ch!r} (U+{ord(ch):04X}), a lone surrogate, which "
+                             f"UTF-8 cannot encode") from None

@@ -450,10 +450,11 @@ def _check_model(path, config, tokenizer, params):
     if type(V) is not int:
         return  # GPTConfig.from_dict reports it
     from .data import tokenizer_from_dict
+    from .tokenizer_base import TokenizerError
 
     try:
         tok = tokenizer_from_dict(tokenizer)
-    except (TypeError, ValueError) as e:
+    except TokenizerError as e:  # a malformed description (a bug elsewhere keeps its traceback)
         raise CheckpointError(f"checkpoint '{path}': its tokenizer is not usable: {e}") from None
     problem = vocab_mismatch(tok.vocab_size, V)
     if problem:

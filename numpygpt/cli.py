@@ -146,12 +146,14 @@ def cmd_train(args):
 def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
     import numpy as np
 
+    from .tokenizer_base import TokenizerError
+
     if prompt == "":  # start from a newline when the tokenizer can encode one
         byte_level = getattr(tokenizer, "kind", "") == "bpe"  # encodes any text
         prompt = "\n" if byte_level or "\n" in getattr(tokenizer, "chars", "") else None
     try:
         ids = tokenizer.encode(prompt) if prompt is not None else np.array([0])
-    except ValueError as e:  # a character the vocabulary lacks: the user's prompt
+    except TokenizerError as e:  # a character the vocabulary lacks: the user's prompt
         raise ConfigError(f"--prompt: {e}") from None
     out = model.generate(ids[None, :].astype(np.int64), n, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed)
@@ -189,9 +191,10 @@ def cmd_sample(args):
     else:
         ckpt = load_checkpoint(ckpt)
         try:
-            model = GPT(GPTConfig.from_dict(ckpt.config["model"]), params=ckpt.params)
+            model = GPT(GPTConfig.from_dict(ckpt.config.get("model")), params=ckpt.params)
             tokenizer = tokenizer_from_dict(ckpt.tokenizer)
-        except (KeyError, TypeError, ValueError) as e:
+        except UserError as e:  # a config or tokenizer that does not fit (never a bug: those
+            # keep their traceback)
             raise CheckpointError(f"checkpoint '{args.ckpt}' is not usable: {e}") from None
     model.eval()
     print(_sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,

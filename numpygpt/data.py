@@ -38,7 +38,7 @@ import numpy as np
 from .bpe import BPETokenizer
 from .errors import UserError
 from .io import atomic_write_bytes, quote, read_bytes
-from .tokenizer_base import Tokenizer
+from .tokenizer_base import Tokenizer, TokenizerError
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -86,7 +86,7 @@ class CharTokenizer(Tokenizer):
         if not isinstance(chars, str):
             chars = list(chars)
             if not all(isinstance(c, str) and len(c) == 1 for c in chars):
-                raise ValueError("chars must be a string or a list of one-character strings")
+                raise TokenizerError("chars must be a string or a list of one-character strings")
             chars = "".join(chars)
         _check_unique(chars)
         self._chars = chars
@@ -132,7 +132,7 @@ class CharTokenizer(Tokenizer):
         unknown = ids < 0
         if unknown.any():
             i = int(np.argmax(unknown))
-            raise ValueError(
+            raise TokenizerError(
                 f"character {_describe_char(text[i])} is not in the tokenizer's vocabulary "
                 f"(first seen at position {i} of the text)"
             )
@@ -163,7 +163,7 @@ class CharTokenizer(Tokenizer):
         cls._check_description(d)
         chars = d.get("chars")
         if not isinstance(chars, str):
-            raise ValueError(f"tokenizer 'chars' must be a string, got {type(chars).__name__}")
+            raise TokenizerError(f"tokenizer 'chars' must be a string, got {type(chars).__name__}")
         return cls(chars)
 
     def __eq__(self, other):
@@ -183,11 +183,11 @@ _TOKENIZER_KINDS = {CharTokenizer.kind: CharTokenizer, BPETokenizer.kind: BPETok
 def tokenizer_from_dict(d):
     """Rebuild any tokenizer from its `to_dict()` output, choosing the class by d["kind"]."""
     if not isinstance(d, dict) or "kind" not in d:
-        raise ValueError("a tokenizer description must be a dict with a 'kind' key")
+        raise TokenizerError("a tokenizer description must be a dict with a 'kind' key")
     kind = d["kind"]
     if kind not in _TOKENIZER_KINDS:
         known = ", ".join(repr(k) for k in _TOKENIZER_KINDS)
-        raise ValueError(f"unknown tokenizer kind {kind!r} (known kinds: {known})")
+        raise TokenizerError(f"unknown tokenizer kind {kind!r} (known kinds: {known})")
     return _TOKENIZER_KINDS[kind].from_dict(d)
 
 
@@ -199,11 +199,11 @@ def _codepoints(text):
 
 def _check_unique(chars):
     if not chars:
-        raise ValueError("the tokenizer's vocabulary is empty")
+        raise TokenizerError("the tokenizer's vocabulary is empty")
     seen = set()
     for c in chars:
         if c in seen:
-            raise ValueError(f"tokenizer chars must be unique, but {_describe_char(c)} repeats")
+            raise TokenizerError(f"tokenizer chars must be unique, but {_describe_char(c)} repeats")
         seen.add(c)
 
 
@@ -493,7 +493,7 @@ def prepare_data(text, block_size, tokenizer=None, val_fraction=0.1, tokenizer_k
             raise ValueError(f"unknown tokenizer kind {tokenizer_kind!r}; choose 'char' or 'bpe'")
     try:
         ids = tokenizer.encode(text)
-    except ValueError as e:  # a reused tokenizer that lacks a character of this text
+    except TokenizerError as e:  # a reused tokenizer that lacks a character of this text
         raise DataError(str(e)) from None
     train, val = split_ids(ids, val_fraction)
     if min(len(train), len(val)) <= block_size:

@@ -2,7 +2,13 @@
 
 import numpy as np
 
+from .errors import UserError
 from .io import MAX_TOKENIZER_BYTES, FileError, atomic_write_json, quote, read_json
+
+
+class TokenizerError(UserError, ValueError):
+    """A tokenizer description or file is malformed, or a text holds what the tokenizer
+    cannot encode (the user's data, not a bug)."""
 
 
 def vocab_mismatch(n_tokens, vocab_size):
@@ -39,12 +45,13 @@ class Tokenizer:
 
     @classmethod
     def _check_description(cls, d):
-        """Raise ValueError unless d is a dict describing a tokenizer of this class's kind."""
+        """Raise TokenizerError unless d is a dict describing a tokenizer of this class's kind."""
         if not isinstance(d, dict):
-            raise ValueError(f"a tokenizer description must be a dict, got {type(d).__name__}")
+            raise TokenizerError(f"a tokenizer description must be a dict, got "
+                                 f"{type(d).__name__}")
         if d.get("kind") != cls.kind:
-            raise ValueError(f"expected a tokenizer of kind {cls.kind!r}, "
-                             f"got kind {d.get('kind')!r}")
+            raise TokenizerError(f"expected a tokenizer of kind {cls.kind!r}, "
+                                 f"got kind {d.get('kind')!r}")
 
     def _ids_to_decode(self, ids):
         """ids (a 1-D array, list or iterable of ints) as an ndarray, checked to lie in

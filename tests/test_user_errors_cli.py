@@ -104,6 +104,23 @@ def test_a_learners_broken_backward_shows_its_traceback(fresh, tmp_path, monkeyp
     assert "error:" not in capsys.readouterr().err  # nothing was turned into a one-liner
 
 
+@pytest.mark.parametrize("where", ["encode", "from_dict"])
+def test_sample_lets_a_bug_in_a_tokenizer_through(where, fresh, monkeypatch, capsys):
+    """sample turns only the user's mistakes into one line (a prompt character the vocabulary
+    lacks, a checkpoint whose tokenizer does not fit); a ValueError from broken tokenizer
+    code is a bug and keeps its traceback."""
+    from numpygpt.data import CharTokenizer
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the tokenizer")
+
+    monkeypatch.setattr(CharTokenizer, where, broken)
+    folder, _ = fresh
+    with pytest.raises(ValueError, match="a bug in the tokenizer"):
+        main(["sample", "--ckpt", str(folder), "--prompt", "a", "--tokens", "2"])
+    assert "error:" not in capsys.readouterr().err
+
+
 def test_a_broken_backward_in_a_real_process_prints_the_traceback(fresh, tmp_path):
     _, data = fresh
     script = (
