@@ -336,9 +336,10 @@ def _read_entry(zf, e):
     return a.reshape(e.shape[::-1]).T if e.fortran_order else a.reshape(e.shape)
 
 
-def _read_arrays(path, f):
-    """Every array of the .npz open as `f`, each checked (see the module docstring) before
-    any is read. Returns key -> ndarray, e.g. "param/wte.weight" -> array."""
+def _read_arrays(path, f, keys=None):
+    """Every array of the .npz open as `f` (or only those named in `keys`), each checked (see
+    the module docstring) before any is read. Returns key -> ndarray, e.g.
+    "param/wte.weight" -> array."""
     where = f"checkpoint '{path}'"
     size = os.fstat(f.fileno()).st_size
     head = f.read(len(_ZIP_MAGIC))
@@ -376,7 +377,7 @@ def _read_arrays(path, f):
             if ram is not None and total > ram:
                 raise CheckpointError(f"{where} holds {human_bytes(total)} of arrays, more than "
                                       f"this machine's {human_bytes(ram)} of RAM")
-            return {e.key: _read_entry(zf, e) for e in entries}
+            return {e.key: _read_entry(zf, e) for e in entries if keys is None or e.key in keys}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError,
@@ -459,6 +460,17 @@ def _check_model(path, config, tokenizer, params):
     problem = vocab_mismatch(tok.vocab_size, V)
     if problem:
         raise CheckpointError(f"checkpoint '{path}': {problem}")
+
+
+def is_checkpoint(path):
+    """True if `path` is a regular file holding a numpygpt checkpoint. Reads and checks only
+    its metadata (a big checkpoint costs nothing; a FIFO or a device is never opened)."""
+    try:
+        with open_regular(path, "checkpoint", error=CheckpointError) as f:
+            _read_meta(path, _read_arrays(path, f, keys={META_KEY}))
+        return True
+    except (CheckpointError, OSError):
+        return False
 
 
 def load_checkpoint(path, check_finite=True):

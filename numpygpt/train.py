@@ -20,7 +20,6 @@ import re
 import signal
 import threading
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,8 +27,8 @@ import numpy as np
 
 from .checkpoint import (
     CKPT_NAME,
-    FORMAT,
     CheckpointError,
+    is_checkpoint,
     load_checkpoint,
     save_checkpoint,
     validate_params,
@@ -191,23 +190,6 @@ _TEMP_FILE = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in RUN_FILES)
                         + r")\.[a-z0-9_]{8}\.tmp")
 
 
-def _is_checkpoint(path):
-    """True if `path` is a regular file holding a numpygpt checkpoint (reads only its
-    metadata, so a big checkpoint costs nothing; a FIFO or a device is never opened)."""
-    try:
-        if not path.is_file():
-            return False
-        with zipfile.ZipFile(path) as z:
-            info = z.getinfo("meta.json.npy")
-            if info.file_size > 2**26:
-                return False
-            with z.open(info) as f:
-                meta = json.loads(np.lib.format.read_array(f, allow_pickle=False).tobytes())
-        return isinstance(meta, dict) and meta.get("format") == FORMAT
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RecursionError):
-        return False
-
-
 def check_out_folder(out, resume=False, overwrite=False):
     """Refuse an output folder where a run would destroy what is there (ConfigError).
 
@@ -230,7 +212,7 @@ def check_out_folder(out, resume=False, overwrite=False):
         if not overwrite:
             raise ConfigError(f"{quote(out)} already holds a run: use --resume to continue it "
                               f"or --overwrite to start over")
-        if not _is_checkpoint(out / CKPT_NAME):
+        if not is_checkpoint(out / CKPT_NAME):
             raise ConfigError(f"{quote(os.path.join(out, CKPT_NAME))} is not a numpygpt "
                               f"checkpoint, so --overwrite will not replace it; choose another "
                               f"--out")
