@@ -250,6 +250,26 @@ def layer_cases(seed=0):
                 att_wrt,
                 zero_grad={"b_attn": key_bias_mask(C)}))
 
+    # the heads alone (what the model calls between c_attn and c_proj): qkv's key part gets
+    # real gradients here, only a bias shared by every position would get 0
+    for label, (B, T, C, nh, p) in [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
+                                    ("B=1 T=5 nh=4 dropout 0.3", (1, 5, 8, 4, 0.3))]:
+        new_rng = _fixed_rng(seed + 1)
+        cases.append(GradCase(
+            "attention_core", label,
+            lambda qkv, nh=nh, p=p, new_rng=new_rng: L.attention_core_forward(
+                qkv, nh, attn_pdrop=p, rng=new_rng()),
+            L.attention_core_backward, {"qkv": r(B, T, 3 * C)}, ["qkv"]))
+
+    # classification head on the last real token of right-padded sequences (lengths < T)
+    for label, lengths in [("B=3 T=4 padded", np.array([4, 1, 2])),
+                           ("B=1 T=1", np.array([1]))]:
+        B, T = len(lengths), int(lengths.max())
+        cases.append(GradCase(
+            "classifier", label,
+            lambda h, w, b, lengths=lengths: L.classifier_forward(h, lengths, w, b),
+            L.classifier_backward, {"h": r(B, T, 5), "w": r(5, 3), "b": r(3)}, ["h", "w", "b"]))
+
     # dropout with a fixed mask, and p = 0 (the identity)
     for label, p in [("p=0.5", 0.5), ("p=0", 0.0)]:
         new_rng = _fixed_rng(seed + 2)
@@ -297,17 +317,22 @@ def format_table(rows):
 # --- the whole model ----------------------------------------------------------------------
 
 
-def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
+def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4, lengths=None):
     """Gradient check of every trainable parameter of a GPT (use a float64 model with tiny
     sizes); backward must return exactly those (model.trainable).
 
     Each forward draws its dropout masks from a fresh Generator with the same seed, so every
-    finite-difference evaluation sees the same masks as the analytic backward.
+    finite-difference evaluation sees the same masks as the analytic backward. With
+    `lengths`, the loss is the classification head's: model.classify(idx, lengths, targets),
+    targets being (B,) class ids.
 
     Returns a dict parameter name -> max relative error.
     """
     def loss():
-        return model.forward(idx, targets, rng=np.random.default_rng(dropout_seed))[1]
+        rng = np.random.default_rng(dropout_seed)
+        if lengths is not None:
+            return model.classify(idx, lengths, targets, rng=rng)[1]
+        return model.forward(idx, targets, rng=rng)[1]
 
     loss()
     grads = model.backward()
@@ -328,16 +353,20 @@ def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4):
 
 def model_cases():
     """Whole-model checks: (label, config kwargs, batch shape, ignored targets?, LoRA
-    kwargs or None)."""
+    kwargs or None, head: "lm" or "classifier" (padded sequences, 3 classes))."""
     base = dict(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8)
     return [
-        ("learned positions", {**base}, (2, 4), False, None),
-        ("sinusoidal positions", {**base, "pos_encoding": "sinusoidal"}, (2, 4), False, None),
-        ("dropout 0.2 (fixed mask)", {**base, "dropout": 0.2}, (2, 4), False, None),
-        ("ignored targets", {**base}, (2, 4), True, None),
-        ("B=1 T=1 n_head=1", {**base, "n_head": 1, "n_layer": 1}, (1, 1), False, None),
+        ("learned positions", {**base}, (2, 4), False, None, "lm"),
+        ("sinusoidal positions", {**base, "pos_encoding": "sinusoidal"}, (2, 4), False, None,
+         "lm"),
+        ("dropout 0.2 (fixed mask)", {**base, "dropout": 0.2}, (2, 4), False, None, "lm"),
+        ("ignored targets", {**base}, (2, 4), True, None, "lm"),
+        ("B=1 T=1 n_head=1", {**base, "n_head": 1, "n_layer": 1}, (1, 1), False, None, "lm"),
         ("LoRA r=2, padded (targets -1)", {**base, "dropout": 0.2}, (2, 4), True,
-         {"rank": 2, "alpha": 3}),
+         {"rank": 2, "alpha": 3}, "lm"),
+        ("classifier, padded", {**base}, (3, 4), False, None, "classifier"),
+        ("classifier + LoRA r=2, padded", {**base, "dropout": 0.2}, (3, 4), False,
+         {"rank": 2, "alpha": 3}, "classifier"),
     ]
 
 
@@ -346,8 +375,10 @@ def run_model_checks(seed=0):
     from .model import GPT, GPTConfig  # here, not at the top: the model imports the layers
 
     rows = []
-    for label, kwargs, (B, T), ignore, lora in model_cases():
+    for label, kwargs, (B, T), ignore, lora, head in model_cases():
         model = GPT(GPTConfig(**kwargs), seed=seed, dtype=np.float64)
+        if head == "classifier":
+            model.add_classifier(3, seed=seed)
         rng = np.random.default_rng(seed)
         # random gains and biases: ones and zeros would hide mistakes
         for name, p in model.params.items():
@@ -368,7 +399,12 @@ def run_model_checks(seed=0):
         targets = rng.integers(0, model.config.vocab_size, (B, T))
         if ignore:
             targets[0, 1] = targets[-1, 0] = -1
-        for name, err in check_model(model, idx, targets, dropout_seed=seed + 1).items():
+        lengths = None
+        if head == "classifier":  # one full sequence, two padded ones; labels per sequence
+            lengths = np.array([T, 1, T - 1])[:B]
+            targets = rng.integers(0, 3, B)
+        for name, err in check_model(model, idx, targets, dropout_seed=seed + 1,
+                                     lengths=lengths).items():
             rows.append(("GPT " + label, name, err, MODEL_THRESHOLD))
     return rows
 

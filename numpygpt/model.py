@@ -151,23 +151,29 @@ def check_idx(idx, cfg, name="idx", crop=False):
 class BlockCache(NamedTuple):
     """What one transformer block's forward keeps for its backward (the layers' caches)."""
 
-    ln_1: tuple  # layer norm before attention; ln_1[0] is the block's input x
-    attn: L.AttentionCache  # attn.probs: the attention probabilities (B, nh, T, T)
+    ln_1: tuple  # layer norm before attention; ln_1.x is the block's input
+    c_attn: tuple  # the qkv projection (a linear or LoRA cache)
+    attn: L.AttentionCoreCache  # the heads; attn.probs: attention probabilities (B, nh, T, T)
+    c_proj: tuple  # attention's output projection
     attn_drop: np.ndarray | None  # dropout mask on the attention branch's output
     ln_2: tuple  # layer norm before the MLP
-    mlp: tuple  # (c_fc linear, gelu, c_proj linear) caches; mlp[1] is GELU's (h, s)
+    c_fc: tuple  # the MLP's first linear map (C -> 4C)
+    gelu: tuple  # GELU's cache; gelu[0] is its input h (B, T, 4C)
+    mlp_proj: tuple  # the MLP's second linear map (4C -> C)
     mlp_drop: np.ndarray | None  # dropout mask on the MLP branch's output
 
 
 class ModelCache(NamedTuple):
-    """What GPT.forward keeps for GPT.backward, in forward order."""
+    """What GPT.forward (or GPT.classify) keeps for GPT.backward, in forward order."""
 
     wte: tuple  # embedding lookup
     pos: tuple | None  # positional encoding (None: sinusoidal, nothing to remember)
     emb_drop: np.ndarray | None  # dropout mask on the embeddings
     blocks: list  # one BlockCache per layer
     ln_f: tuple  # final layer norm
-    xf: np.ndarray  # (B, T, C) ln_f's output, the LM head's input
+    xf: np.ndarray  # (B, T, C) ln_f's output, the head's input
+    head: str  # "lm" (forward: logits over the vocabulary) or "classifier" (classify)
+    classifier: tuple | None  # the classification head's cache (classify only)
     loss: tuple | None  # softmax cross-entropy (None without targets)
 
 
@@ -180,7 +186,8 @@ class GPT:
 
     Fine-tuning: model.trainable (default: every parameter) names what backward computes
     gradients for; model.add_lora(...) adds low-rank adapters and trains only them, and
-    model.merge_lora() folds them back into plain weights.
+    model.merge_lora() folds them back into plain weights; model.add_classifier(K) adds a
+    head for model.classify(idx, lengths, labels), after which backward() works the same.
     """
 
     def __init__(self, config, seed=0, dtype=np.float32, params=None):
@@ -251,6 +258,11 @@ class GPT:
                               f"{' ...' if len(unknown) > 3 else ''} (see model.params)")
         if not names:
             raise ConfigError("trainable is empty: nothing would get a gradient")
+        adapted = sorted(n for n in names if n.rsplit(".", 1)[0] in self.lora
+                         and not n.endswith((".lora_A", ".lora_B")))
+        if adapted:
+            raise ConfigError(f"{adapted[0]} belongs to a linear map with a LoRA adapter, "
+                              "which trains in its place (merge_lora() first to train it)")
         self._trainable = names
 
     def trainable_params(self):
@@ -261,7 +273,8 @@ class GPT:
 
     def add_lora(self, rank=8, alpha=16, targets=LORA_TARGETS, seed=0):
         """Add a LoRA adapter (see layers/lora.py) to the linear maps named in `targets` in
-        every block, and train only the adapters: model.trainable becomes their names.
+        every block, and train only the adapters: model.trainable becomes their names (plus
+        the classification head's, if the model has one).
 
         Adds params "h.{i}.<target>.lora_A" (in, rank) and "...lora_B" (rank, out), scale
         alpha / rank. B starts at 0, so the model computes exactly what it did before. A
@@ -293,7 +306,26 @@ class GPT:
                     -bound, bound, (Din, rank)).astype(self.dtype)  # (in, r)
                 self.params[name + ".lora_B"] = np.zeros((rank, Dout), self.dtype)  # (r, out)
                 self.lora[name] = alpha / rank
-        self._trainable = frozenset(k for k in self.params if ".lora_" in k)
+        # the adapters train, and a classification head if there is one (it is new: frozen,
+        # it would stay random)
+        self._trainable = frozenset(k for k in self.params if ".lora_" in k
+                                    or k.startswith("score."))
+        self._cache = None
+
+    def add_classifier(self, n_classes, seed=0):
+        """Add a classification head, params "score.weight" (C, n_classes) and "score.bias"
+        (n_classes,), read by classify(). The weight starts as N(0, 0.02) like GPT-2's other
+        weights (from np.random.default_rng(seed)), the bias at 0. model.trainable gains the
+        head: a new head always trains (the rest keeps its setting; freeze it with
+        model.trainable = {"score.weight", "score.bias"})."""
+        n_classes = check_int("n_classes", n_classes, minimum=2)
+        if "score.weight" in self.params:
+            raise ConfigError("this model already has a classification head")
+        rng = np.random.default_rng(seed)
+        C = self.config.n_embd
+        self.params["score.weight"] = rng.normal(0.0, 0.02, (C, n_classes)).astype(self.dtype)
+        self.params["score.bias"] = np.zeros(n_classes, self.dtype)
+        self._trainable = self._trainable | {"score.weight", "score.bias"}
         self._cache = None
 
     def _lora_delta(self, name):
@@ -315,11 +347,11 @@ class GPT:
         self._cache = None
 
     def _weights(self):
-        """The weights the layers see: params, with every adapted w replaced by
-        w + scale * A @ B (a new array; params keep the frozen w). Attention and the MLP take
-        their weights as arguments, so this is how the adapters reach them: the same function
-        as lora_forward's x @ w + scale * (x @ A) @ B, for in * out * r extra multiply-adds
-        per step, which is small next to the N * in * out of the layer itself."""
+        """The weights generation uses: params, with every adapted w replaced by
+        w + scale * A @ B (a new array; params keep the frozen w). The same function as
+        lora_forward's x @ w + scale * (x @ A) @ B, folded once per generate() call, so each
+        new token costs what it costs without adapters. (Training keeps them apart: the
+        adapter's own gradients need x @ A, and no dw is computed for the frozen w.)"""
         if not self.lora:
             return self.params
         return {**self.params, **{name + ".weight": self.params[name + ".weight"]
@@ -364,7 +396,57 @@ class GPT:
         check_idx(idx, cfg)
         if targets is not None:
             L.check_targets(targets, idx.shape, cfg.vocab_size)
-        p = self._weights()
+        self._cache = None
+        xf, body = self._body_forward(idx, rng)  # (B, T, C)
+        # LM head tied to the token embedding: logits = xf @ wte.T (no bias)
+        B, T, C = xf.shape
+        logits = (xf.reshape(B * T, C) @ self.params["wte.weight"].T).reshape(B, T, -1)  # (B,T,V)
+
+        loss = loss_cache = None
+        if targets is not None:
+            loss, loss_cache = L.softmax_cross_entropy_forward(logits, targets)
+            loss = float(loss)
+        self._cache = ModelCache(*body, xf, "lm", None, loss_cache)
+        return logits, loss
+
+    def classify(self, idx, lengths, labels=None, *, rng=None):
+        """Class scores from the hidden state of each sequence's last real token (the head
+        added by add_classifier; see layers/classifier.py).
+
+        Inputs:
+        - idx: int (B, T) token ids, right-padded (any id) after each sequence's end
+        - lengths: int (B,), the real length of each sequence, in [1, T]
+        - labels: optional int (B,) class ids in [0, n_classes)
+        - rng: as in forward
+
+        Returns (logits, loss): logits (B, n_classes); loss a float, or None without labels.
+        Then backward() returns the gradients of this loss.
+        """
+        cfg = self.config
+        if "score.weight" not in self.params:
+            raise ConfigError("this model has no classification head: call "
+                              "model.add_classifier(n_classes) first")
+        check_idx(idx, cfg)
+        B, T = idx.shape
+        K = self.params["score.weight"].shape[1]
+        lengths = _check_labels("lengths", lengths, B, 1, T)
+        if labels is not None:
+            labels = _check_labels("labels", labels, B, 0, K - 1)
+        self._cache = None
+        xf, body = self._body_forward(idx, rng)  # (B, T, C)
+        logits, head = L.classifier_forward(xf, lengths, self.params["score.weight"],
+                                            self.params["score.bias"])  # (B, K)
+        loss = loss_cache = None
+        if labels is not None:
+            loss, loss_cache = L.softmax_cross_entropy_forward(logits, labels)
+            loss = float(loss)
+        self._cache = ModelCache(*body, xf, "classifier", head, loss_cache)
+        return logits, loss
+
+    def _body_forward(self, idx, rng):
+        """Embeddings, blocks and ln_f: idx (B, T) -> (xf (B, T, C), the caches for backward:
+        wte, pos, emb_drop, blocks, ln_f)."""
+        cfg, p = self.config, self.params
         pdrop = float(cfg.dropout) if self.training else 0.0
         rng = self.rng if rng is None else rng
 
@@ -377,30 +459,21 @@ class GPT:
 
         blocks = []
         for i in range(cfg.n_layer):
-            x, block_cache = self._block_forward(i, p, x, pdrop, rng)
+            x, block_cache = self._block_forward(i, x, pdrop, rng)
             blocks.append(block_cache)
 
         xf, ln_f = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])  # (B, T, C)
-        # LM head tied to the token embedding: logits = xf @ wte.T (no bias)
-        B, T, C = xf.shape
-        logits = (xf.reshape(B * T, C) @ p["wte.weight"].T).reshape(B, T, -1)  # (B, T, V)
-
-        loss = loss_cache = None
-        if targets is not None:
-            loss, loss_cache = L.softmax_cross_entropy_forward(logits, targets)
-            loss = float(loss)
-        self._cache = ModelCache(wte_cache, pos_cache, emb_drop, blocks, ln_f, xf, loss_cache)
-        return logits, loss
+        return xf, (wte_cache, pos_cache, emb_drop, blocks, ln_f)
 
     def backward(self):
-        """Gradients of the mean loss of the last forward(idx, targets) call: forward's steps
-        in reverse order, each layer's backward taking the cache its forward kept.
+        """Gradients of the mean loss of the last forward(idx, targets) (or classify(idx,
+        lengths, labels)) call: its steps in reverse order, each layer's backward taking the
+        cache its forward kept.
 
         Frozen parameters (not in model.trainable) get no gradient, and work that serves
-        only them is skipped: the two dwte products when wte is frozen, and the blocks below
-        the lowest one that holds a trainable parameter (when the embeddings are frozen).
-        (Inside a block, the attention and MLP layers still compute the dw of a frozen
-        linear map: their backward passes return every gradient.)
+        only them is skipped: the dw product of every frozen linear map, the head's dwte
+        product when wte is frozen, and everything below the lowest trainable parameter.
+        An adapted linear map trains its LoRA A and B only (lora_backward).
 
         Returns a dict with the names in model.trainable, in params order.
         """
@@ -408,88 +481,114 @@ class GPT:
             raise RuntimeError("backward() called before forward()")
         cache = self._cache
         if cache.loss is None:
-            raise RuntimeError("backward() needs a loss: call forward(idx, targets) first")
+            raise RuntimeError("backward() needs a loss: call forward(idx, targets) "
+                               "(or classify(idx, lengths, labels)) first")
         cfg, p, train = self.config, self.params, self._trainable
         grads = {}
-        # how far down the backward pass must go: to the embeddings if one of them trains,
-        # else to the lowest block with a trainable parameter (stop = n_layer: none)
+        dlogits = L.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V) or (B, K)
+        if cache.head == "classifier":
+            dxf, grads["score.weight"], grads["score.bias"] = L.classifier_backward(
+                dlogits, cache.classifier)  # (B, T, C): zero except the last real tokens
+        else:
+            B, T, V = dlogits.shape
+            C = cfg.n_embd
+            dlogits2 = dlogits.reshape(B * T, V)
+            # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
+            dxf = (dlogits2 @ p["wte.weight"]).reshape(B, T, C)
+            if "wte.weight" in train:
+                grads["wte.weight"] = dlogits2.T @ cache.xf.reshape(B * T, C)  # (V, C)
+
+        # How far down the backward pass must go: to the embeddings if one of them trains,
+        # else to the lowest block with a trainable parameter (stop = n_layer: none).
         embeddings = {"wte.weight", "wpe.weight"} & train
         stop = 0 if embeddings else min(
             (i for i in range(cfg.n_layer) if any(k.startswith(f"h.{i}.") for k in train)),
             default=cfg.n_layer)
-
-        dlogits = L.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V)
-        B, T, V = dlogits.shape
-        C = cfg.n_embd
-        dlogits2 = dlogits.reshape(B * T, V)
-        # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
-        dxf = (dlogits2 @ p["wte.weight"]).reshape(B, T, C)
-        dx, grads["ln_f.weight"], grads["ln_f.bias"] = L.layernorm_backward(dxf, cache.ln_f)
-
+        if stop < cfg.n_layer or {"ln_f.weight", "ln_f.bias"} & train:
+            dx, grads["ln_f.weight"], grads["ln_f.bias"] = L.layernorm_backward(dxf, cache.ln_f)
         for i in reversed(range(stop, cfg.n_layer)):
-            dx, block_grads = self._block_backward(i, dx, cache.blocks[i])
-            grads.update(block_grads)
+            dx = self._block_backward(i, dx, cache.blocks[i], grads)
 
         if embeddings:
             dx = L.dropout_backward(dx, cache.emb_drop)
             if cfg.pos_encoding == "learned":
                 dx, grads["wpe.weight"] = L.learned_positional_backward(dx, cache.pos)
-        if "wte.weight" in train:
-            # wte is used twice, by the lookup and by the LM head: its gradient is the sum
-            dwte_head = dlogits2.T @ cache.xf.reshape(B * T, C)  # (V, C)
-            grads["wte.weight"] = L.embedding_backward(dx, cache.wte) + dwte_head
+            if "wte.weight" in train:
+                # wte is used twice, by the lookup and by the LM head: its gradient is the sum
+                # (the head part is 0 for a classify() loss, which does not use the LM head)
+                dwte = L.embedding_backward(dx, cache.wte)
+                grads["wte.weight"] = dwte + grads["wte.weight"] if "wte.weight" in grads \
+                    else dwte
         return {k: grads[k] for k in p if k in train}  # same order as params
 
     # One transformer block, forward and backward side by side: each backward line undoes the
-    # forward line with the same names (x_mid, ln2, m, ...), read bottom to top.
+    # forward line with the same names (x_mid, ln2, qkv, ...), read bottom to top. Its four
+    # linear maps go through _linear_forward/_linear_backward: a plain linear layer, a frozen
+    # one (no dw), or one with a LoRA adapter.
 
-    def _block_forward(self, i, p, x_in, pdrop, rng):
-        """Block i with weights p: x_mid = x_in + drop(attn(ln_1(x_in))), then
+    def _block_forward(self, i, x_in, pdrop, rng):
+        """Block i: x_mid = x_in + drop(attn(ln_1(x_in))), then
         x_out = x_mid + drop(mlp(ln_2(x_mid))). Returns (x_out, BlockCache)."""
-        pre = f"h.{i}."
+        pre, p = f"h.{i}.", self.params
         ln1, ln_1 = L.layernorm_forward(x_in, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
-        a, attn = L.attention_forward(
-            ln1, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"],
-            p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"],
-            self.config.n_head, attn_pdrop=pdrop, rng=rng)  # (B, T, C)
+        # attention = c_attn, the heads, c_proj (layers.attention_forward, in three steps)
+        qkv, c_attn = self._linear_forward(pre + "attn.c_attn", ln1)  # (B, T, 3C)
+        y, attn = L.attention_core_forward(qkv, self.config.n_head, pdrop, rng)  # (B, T, C)
+        a, c_proj = self._linear_forward(pre + "attn.c_proj", y)  # (B, T, C)
         a, attn_drop = L.dropout_forward(a, pdrop, rng)
         x_mid = x_in + a  # residual: the block adds to the stream, it does not replace it
         ln2, ln_2 = L.layernorm_forward(x_mid, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
-        m, mlp = L.mlp_forward(ln2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"],
-                               p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"])
+        # MLP = c_fc, GELU, c_proj (layers.mlp_forward, in three steps)
+        h, c_fc = self._linear_forward(pre + "mlp.c_fc", ln2)  # (B, T, 4C)
+        g, gelu = L.gelu_forward(h)  # (B, T, 4C)
+        m, mlp_proj = self._linear_forward(pre + "mlp.c_proj", g)  # (B, T, C)
         m, mlp_drop = L.dropout_forward(m, pdrop, rng)
         x_out = x_mid + m  # (B, T, C)
-        return x_out, BlockCache(ln_1, attn, attn_drop, ln_2, mlp, mlp_drop)
+        return x_out, BlockCache(ln_1, c_attn, attn, c_proj, attn_drop, ln_2, c_fc, gelu,
+                                 mlp_proj, mlp_drop)
 
-    def _block_backward(self, i, dx_out, cache):
+    def _block_backward(self, i, dx_out, cache, grads):
         """Backward through block i, given dx_out (B, T, C), the gradient of its output.
-        Returns (dx_in, {name: gradient} of block i's parameters, adapters included)."""
+        Stores the gradients of block i's parameters in `grads`; returns dx_in (B, T, C)."""
         pre = f"h.{i}."
         # x_out = x_mid + m: the gradient reaches x_mid directly and through the MLP branch
         dm = L.dropout_backward(dx_out, cache.mlp_drop)
-        dln2, dw_fc, db_fc, dw_mlp_proj, db_mlp_proj = L.mlp_backward(dm, cache.mlp)
-        dx_mid_branch, dw_ln2, db_ln2 = L.layernorm_backward(dln2, cache.ln_2)
+        dg = self._linear_backward(pre + "mlp.c_proj", dm, cache.mlp_proj, grads)
+        dh = L.gelu_backward(dg, cache.gelu)
+        dln2 = self._linear_backward(pre + "mlp.c_fc", dh, cache.c_fc, grads)
+        dx_mid_branch, grads[pre + "ln_2.weight"], grads[pre + "ln_2.bias"] = \
+            L.layernorm_backward(dln2, cache.ln_2)
         dx_mid = dx_out + dx_mid_branch
         # x_mid = x_in + a: likewise through the attention branch
         da = L.dropout_backward(dx_mid, cache.attn_drop)
-        dln1, dw_attn, db_attn, dw_attn_proj, db_attn_proj = L.attention_backward(da, cache.attn)
-        dx_in_branch, dw_ln1, db_ln1 = L.layernorm_backward(dln1, cache.ln_1)
-        dx_in = dx_mid + dx_in_branch
-        grads = {
-            pre + "ln_1.weight": dw_ln1, pre + "ln_1.bias": db_ln1,
-            pre + "attn.c_attn.weight": dw_attn, pre + "attn.c_attn.bias": db_attn,
-            pre + "attn.c_proj.weight": dw_attn_proj, pre + "attn.c_proj.bias": db_attn_proj,
-            pre + "ln_2.weight": dw_ln2, pre + "ln_2.bias": db_ln2,
-            pre + "mlp.c_fc.weight": dw_fc, pre + "mlp.c_fc.bias": db_fc,
-            pre + "mlp.c_proj.weight": dw_mlp_proj, pre + "mlp.c_proj.bias": db_mlp_proj,
-        }
-        # an adapted layer saw w + scale * A @ B; the chain rule through that product turns
-        # the layer's dw (in, out) into dA = scale dw B^T (in, r) and dB = scale A^T dw (r, out)
-        for name in (n for n in self.lora if n.startswith(pre)):
-            dw, s = grads[name + ".weight"], self.lora[name]
-            grads[name + ".lora_A"] = s * (dw @ self.params[name + ".lora_B"].T)
-            grads[name + ".lora_B"] = s * (self.params[name + ".lora_A"].T @ dw)
-        return dx_in, grads
+        dy = self._linear_backward(pre + "attn.c_proj", da, cache.c_proj, grads)
+        dqkv = L.attention_core_backward(dy, cache.attn)
+        dln1 = self._linear_backward(pre + "attn.c_attn", dqkv, cache.c_attn, grads)
+        dx_in_branch, grads[pre + "ln_1.weight"], grads[pre + "ln_1.bias"] = \
+            L.layernorm_backward(dln1, cache.ln_1)
+        return dx_mid + dx_in_branch
+
+    def _linear_forward(self, name, x):
+        """The linear map `name` ("h.0.attn.c_attn", ...) applied to x: x @ w + b, plus
+        scale * (x @ A) @ B when it has a LoRA adapter. Returns (out, cache)."""
+        p = self.params
+        w, b = p[name + ".weight"], p[name + ".bias"]
+        if name in self.lora:
+            return L.lora_forward(x, w, b, p[name + ".lora_A"], p[name + ".lora_B"],
+                                  self.lora[name])
+        return L.linear_forward(x, w, b)
+
+    def _linear_backward(self, name, dout, cache, grads):
+        """Backward of _linear_forward: stores the gradients of what trains (the adapter's
+        A and B, or w and b) in `grads`, computes no dw for a frozen w. Returns dx."""
+        if name in self.lora:
+            dx, grads[name + ".lora_A"], grads[name + ".lora_B"] = L.lora_backward(dout, cache)
+            return dx
+        w, b = name + ".weight", name + ".bias"
+        if w in self._trainable or b in self._trainable:
+            dx, grads[w], grads[b] = L.linear_backward(dout, cache)
+            return dx
+        return L.linear_backward(dout, cache, frozen=True)[0]
 
     # --- generation ----------------------------------------------------------------------
 
@@ -578,6 +677,20 @@ class GPT:
             x = x + m
         xf, _ = L.layernorm_forward(x[:, -1, :], p["ln_f.weight"], p["ln_f.bias"])  # (B, C)
         return xf @ p["wte.weight"].T, new_past  # (B, V)
+
+
+def _check_labels(name, values, B, low, high):
+    """values as an int64 (B,) array with every entry in [low, high], else a ValueError."""
+    if not isinstance(values, np.ndarray) or not np.issubdtype(values.dtype, np.integer):
+        got = values.dtype if isinstance(values, np.ndarray) else type(values).__name__
+        raise TypeError(f"{name} must be an integer numpy array, got {got}")
+    if values.shape != (B,):
+        raise ValueError(f"{name} must have shape ({B},), one per sequence, got {values.shape}")
+    bad = (values < low) | (values > high)
+    if bad.any():
+        raise ValueError(f"{name}[{int(np.argmax(bad))}] = {values[bad][0]} is outside "
+                         f"[{low}, {high}]")
+    return values.astype(np.int64)
 
 
 def check_sampling(temperature, top_k, top_p):

@@ -45,6 +45,10 @@ GRADIENT_CHECKS = [
     ("attention_reference", "B=2 T=4 nh=1", "x w_attn b_attn w_proj b_proj", 1e-7),
     ("attention_reference", "B=2 T=4 nh=2", "x w_attn b_attn w_proj b_proj", 1e-7),
     ("attention_reference", "B=1 T=5 nh=4 dropout 0.3", "x w_attn b_attn w_proj b_proj", 1e-7),
+    ("attention_core", "B=2 T=4 nh=2", "qkv", 1e-7),  # the heads between c_attn and c_proj
+    ("attention_core", "B=1 T=5 nh=4 dropout 0.3", "qkv", 1e-7),
+    ("classifier", "B=3 T=4 padded", "h w b", 1e-7),  # padding positions get exactly 0
+    ("classifier", "B=1 T=1", "h w b", 1e-7),
     ("dropout", "p=0.5", "x", 1e-7),  # the same mask in every forward call
     ("dropout", "p=0", "x", 1e-7),
     ("softmax_cross_entropy", "B=1 T=1", "logits", 1e-7),
@@ -171,6 +175,11 @@ def _layer_calls(dtype):
         ("attention_reference", lambda: L.attention_reference_forward(
             r(B, T, C), r(C, 3 * C), r(3 * C), r(C, C), r(C), 2, 0.1, np.random.default_rng(0)),
          L.attention_reference_backward),
+        ("attention_core", lambda: L.attention_core_forward(r(B, T, 3 * C), 2, 0.1,
+                                                            np.random.default_rng(0)),
+         L.attention_core_backward),
+        ("classifier", lambda: L.classifier_forward(r(B, T, C), np.array([3, 1]), r(C, 4), r(4)),
+         L.classifier_backward),
         ("dropout", lambda: L.dropout_forward(r(B, T, C), 0.5, np.random.default_rng(0)),
          L.dropout_backward),
         ("softmax_cross_entropy", lambda: L.softmax_cross_entropy_forward(r(B, T, V), idx),

@@ -136,6 +136,42 @@ def test_backward_returns_exactly_the_trainable_gradients():
             np.testing.assert_allclose(g, all_grads[k], rtol=1e-12, atol=1e-14)
 
 
+def test_frozen_linear_maps_compute_no_weight_gradient(monkeypatch):
+    """Freezing saves work, not only memory: a frozen linear map's backward asks
+    linear_backward for dx alone (frozen=True), and an adapted one goes through lora_backward,
+    which has no dw product at all."""
+    cfg = tiny()
+    idx, targets = batch(cfg)
+    calls = []
+    real = L.linear_backward
+    monkeypatch.setattr(L, "linear_backward",
+                        lambda dout, cache, frozen=False: calls.append(frozen)
+                        or real(dout, cache, frozen))
+    model = GPT(cfg, seed=0)
+    model.trainable = {k for k in model.params if k.startswith("h.1.mlp.")}
+    model.forward(idx, targets)
+    model.backward()
+    # blocks 1 and 0 are walked down to block 1 only: 4 linear maps, 2 of them trainable
+    assert sorted(calls) == [False, False, True, True]
+    calls.clear()
+    model = GPT(cfg, seed=0)
+    model.add_lora(rank=2, targets=("attn.c_attn", "mlp.c_fc"))
+    model.forward(idx, targets)
+    model.backward()
+    assert calls == [True] * 4  # c_proj of attention and MLP in 2 blocks; c_attn/c_fc: LoRA
+    assert real(np.ones((2, 3)), (np.ones((2, 4)), np.ones((4, 3))), frozen=True)[1:] == \
+        (None, None)
+
+
+def test_an_adapted_weight_cannot_be_trained_beside_its_adapter():
+    model = GPT(tiny(), seed=0)
+    model.add_lora(rank=2, targets=("mlp.c_fc",))
+    for name in ("h.0.mlp.c_fc.weight", "h.1.mlp.c_fc.bias"):
+        with pytest.raises(ConfigError, match=f"{name} belongs to a linear map with a LoRA"):
+            model.trainable = model.trainable | {name}
+    model.trainable = model.trainable | {"h.0.attn.c_attn.weight"}  # not adapted: fine
+
+
 def test_trainable_validation():
     model = GPT(tiny(), seed=0)
     for bad, match in [({"h.0.attn.c_attn.weight", "h.9.mlp.c_fc.weight"}, "unknown parameter"),

@@ -14,13 +14,17 @@ numbers: attention_reference_* and gelu_reference_*.
 from ._checks import check_targets, check_token_ids
 from .attention import (
     AttentionCache,
+    AttentionCoreCache,
     attention_backward,
     attention_cached_forward,
+    attention_core_backward,
+    attention_core_forward,
     attention_forward,
     attention_reference_backward,
     attention_reference_forward,
     causal_mask,
 )
+from .classifier import classifier_backward, classifier_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward, gelu_reference_backward, gelu_reference_forward
@@ -38,9 +42,11 @@ from .positional import (
 )
 
 __all__ = [
-    "FORWARD_BACKWARD_PAIRS", "AttentionCache", "attention_backward",
-    "attention_cached_forward", "attention_forward", "attention_reference_backward",
-    "attention_reference_forward", "causal_mask", "check_targets", "check_token_ids",
+    "FORWARD_BACKWARD_PAIRS", "AttentionCache", "AttentionCoreCache", "attention_backward",
+    "attention_cached_forward", "attention_core_backward", "attention_core_forward",
+    "attention_forward", "attention_reference_backward", "attention_reference_forward",
+    "causal_mask", "check_targets", "check_token_ids", "classifier_backward",
+    "classifier_forward",
     "dropout_backward", "dropout_forward", "embedding_backward", "embedding_forward",
     "gelu_backward", "gelu_forward", "gelu_reference_backward", "gelu_reference_forward",
     "layernorm_backward", "layernorm_forward", "learned_positional_backward",

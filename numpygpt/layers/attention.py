@@ -7,7 +7,9 @@
 
 Two implementations that compute the same numbers:
 - `attention_forward` / `attention_backward`: vectorised, batched matmuls over (B, nh, T, hs).
-  This is the hot path used for training.
+  This is the hot path used for training. Its middle part, the heads between the two linear
+  maps, is a layer of its own, `attention_core_forward` / `attention_core_backward`: the model
+  calls the three parts itself, so that a frozen or LoRA-adapted c_attn/c_proj can differ.
 - `attention_reference_forward` / `attention_reference_backward`: plain loops over batch, head
   and time step, one query at a time. Slow, but each line is one idea; read this one first.
 
@@ -98,7 +100,8 @@ def _draw_dropout(probs_shape, attn_pdrop, rng, dtype):
 
 
 def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0, rng=None):
-    """Causal multi-head self-attention, vectorised over batch and heads.
+    """Causal multi-head self-attention, vectorised over batch and heads: the qkv projection,
+    the heads (attention_core_forward), the output projection.
 
     Inputs:
     - x: (B, T, C)
@@ -111,35 +114,73 @@ def attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, attn_pdrop=0.0,
     - out: (B, T, C)
     - cache: AttentionCache; cache.probs (B, nh, T, T) are the attention probabilities
     """
-    B, T, C = x.shape
-    hs = C // n_head
-    q, k, v, qkv_cache = _split_qkv(x, w_attn, b_attn, n_head)  # (B, nh, T, hs) each
-
-    # scores (q / sqrt(hs)) k^T: scaling q (T x hs) is cheaper than scaling the scores (T x T);
-    # the scale keeps the scores at unit variance, so the softmax does not saturate
-    att = (q * x.dtype.type(1.0 / np.sqrt(hs))) @ k.swapaxes(-1, -2)  # (B, nh, T, T)
-    _masked_softmax_(att)  # (B, nh, T, T) probs, in place
-
-    drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, x.dtype)
-    att_used = att if drop_mask is None else att * drop_mask
-    y = np.empty((B, T, C), dtype=x.dtype)  # heads side by side, as c_proj wants them
-    np.matmul(att_used, v, out=_heads_view(y, n_head))  # (B, nh, T, hs), written in place
+    qkv, qkv_cache = linear_forward(x, w_attn, b_attn)  # (B, T, 3C)
+    y, core = attention_core_forward(qkv, n_head, attn_pdrop, rng)  # (B, T, C)
     out, proj_cache = linear_forward(y, w_proj, b_proj)  # (B, T, C)
-    return out, AttentionCache(qkv_cache, q, k, v, att, drop_mask, proj_cache)
+    return out, AttentionCache(qkv_cache, *core, proj_cache)
 
 
 def attention_backward(dout, cache):
-    """Backward of attention_forward.
+    """Backward of attention_forward: the three steps in reverse order.
+
+    Returns (dx, dw_attn, db_attn, dw_proj, db_proj).
+    """
+    dy, dw_proj, db_proj = linear_backward(dout, cache.proj_cache)  # (B, T, C)
+    core = AttentionCoreCache(cache.q, cache.k, cache.v, cache.probs, cache.drop_mask)
+    dqkv = attention_core_backward(dy, core)  # (B, T, 3C)
+    dx, dw_attn, db_attn = linear_backward(dqkv, cache.qkv_cache)
+    return dx, dw_attn, db_attn, dw_proj, db_proj
+
+
+class AttentionCoreCache(NamedTuple):
+    """What attention_core_backward needs."""
+
+    q: np.ndarray  # (B, nh, T, hs)
+    k: np.ndarray  # (B, nh, T, hs)
+    v: np.ndarray  # (B, nh, T, hs)
+    probs: np.ndarray  # (B, nh, T, T) softmax output, before dropout
+    drop_mask: np.ndarray | None  # (B, nh, T, T) scaled keep-mask, None without dropout
+
+
+def attention_core_forward(qkv, n_head, attn_pdrop=0.0, rng=None):
+    """The heads of attention, between its two linear maps: softmax(q k^T / sqrt(hs) + mask) v.
+    (GPT.forward calls the three parts itself, so that c_attn and c_proj can be frozen or
+    carry a LoRA adapter.)
+
+    Inputs:
+    - qkv: (B, T, 3C), the output of the c_attn projection: q, k, v side by side
+    - n_head, attn_pdrop, rng: as in attention_forward
+
+    Returns (y, cache): y (B, T, C), the heads side by side; cache an AttentionCoreCache.
+    """
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // n_head
+    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # (B, nh, T, hs) each
+
+    # scores (q / sqrt(hs)) k^T: scaling q (T x hs) is cheaper than scaling the scores (T x T);
+    # the scale keeps the scores at unit variance, so the softmax does not saturate
+    att = (q * qkv.dtype.type(1.0 / np.sqrt(hs))) @ k.swapaxes(-1, -2)  # (B, nh, T, T)
+    _masked_softmax_(att)  # (B, nh, T, T) probs, in place
+
+    drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, qkv.dtype)
+    att_used = att if drop_mask is None else att * drop_mask
+    y = np.empty((B, T, C), dtype=qkv.dtype)  # heads side by side, as c_proj wants them
+    np.matmul(att_used, v, out=_heads_view(y, n_head))  # (B, nh, T, hs), written in place
+    return y, AttentionCoreCache(q, k, v, att, drop_mask)
+
+
+def attention_core_backward(dy, cache):
+    """Backward of attention_core_forward.
 
     The softmax backward for one row p = softmax(s), with upstream dp:
         ds = p * (dp - sum(dp * p))
     Masked entries have p = 0, so they receive exactly zero gradient.
 
-    Returns (dx, dw_attn, db_attn, dw_proj, db_proj).
+    Returns dqkv (B, T, 3C).
     """
-    qkv_cache, q, k, v, att, drop_mask, proj_cache = cache
+    q, k, v, att, drop_mask = cache
     B, nh, T, hs = q.shape
-    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)  # (B, T, C)
     dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
 
     att_used = att if drop_mask is None else att * drop_mask
@@ -157,9 +198,7 @@ def attention_backward(dout, cache):
     dq *= scale
     np.matmul(datt.swapaxes(-1, -2), q, out=dk)
     dk *= scale
-
-    dx, dw_attn, db_attn = linear_backward(dqkv.reshape(B, T, 3 * nh * hs), qkv_cache)
-    return dx, dw_attn, db_attn, dw_proj, db_proj
+    return dqkv.reshape(B, T, 3 * nh * hs)
 
 
 # --- loop reference (for teaching and tests) ---------------------------------------------

@@ -24,10 +24,13 @@ def linear_forward(x, w, b):
     return out.reshape(*x.shape[:-1], Dout), cache
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, frozen=False):
     """Backward of y = x @ w + b.
 
         dx = dy @ w.T     dw = x.T @ dy (summed over all rows)     db = sum of dy over rows
+
+    frozen=True (fine-tuning a layer that does not train): w and b get no gradient, and the
+    dw product, as costly as the forward's, is skipped; returns (dx, None, None).
 
     Returns (dx, dw, db) with the shapes of x, w, b.
     """
@@ -35,6 +38,8 @@ def linear_backward(dout, cache):
     Din, Dout = w.shape
     dout2 = dout.reshape(-1, Dout)  # (N, Dout)
     dx = (dout2 @ w.T).reshape(x.shape)  # (..., Din)
+    if frozen:
+        return dx, None, None
     dw = x.reshape(-1, Din).T @ dout2  # (Din, Dout)
     db = dout2.sum(axis=0)  # (Dout,)
     return dx, dw, db
