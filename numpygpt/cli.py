@@ -1,4 +1,4 @@
-"""The command line: `python -m numpygpt {train, sample, bench, gradcheck, course}`.
+"""The command line: `python -m numpygpt {train, finetune, sample, bench, gradcheck, course}`.
 
 The error rule (see numpygpt.errors): a user's mistake (a file, a flag, a checkpoint, a folder)
 is a UserError and ends with one line on stderr and exit code 1; anything else is a bug (in
@@ -143,6 +143,98 @@ def cmd_train(args):
     return 0
 
 
+def _add_finetune_flags(p):
+    from .finetune import FinetuneConfig
+
+    helps = {
+        "ckpt": "the model to start from: a numpygpt checkpoint folder (default ./out, the "
+                "default `train` run), a GPT-2 folder in Hugging Face format, or gpt2, "
+                "gpt2-medium, ...",
+        "task": "classify (text -> label) or instruct (instruction -> response)",
+        "data": "numpy-topics (classify), numpy-qa or numpy-summaries (instruct), or a file: "
+                "CSV/JSONL with text,label (classify) or JSONL with instruction, input, output "
+                "(instruct); default: numpy-topics / numpy-qa",
+        "out": "folder for checkpoint, log.jsonl and metrics.json (default ./out-finetune)",
+        "lora_rank": "train LoRA adapters of this rank instead of the weights (0: no LoRA)",
+        "lora_alpha": "LoRA's alpha: the update is scaled by alpha / rank (default 16)",
+        "lora_targets": "comma-separated linear maps to adapt (default: all four)",
+        "freeze": "none (default), embeddings, body (classify: only the head trains) or K "
+                  "(the embeddings and the first K blocks)",
+        "template": "instruct: alpaca or compact (default: compact below 256 tokens of "
+                    "context, else alpaca)",
+        "eval_generate": "instruct: held-out instructions answered at the end (default 20)",
+        "max_new_tokens": "instruct: the longest generated answer (default 80)",
+        "lr": "peak learning rate (default: 2e-3 when only adapters or the head train, "
+              "else 5e-4)",
+        "min_lr_ratio": "the cosine schedule ends at lr times this (default 0.1)",
+    }
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out (only --max-iters, --eval-interval, "
+                        "--log-interval, --eval-generate, --max-new-tokens may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in fields(FinetuneConfig):
+        kind = {"int": int, "float": float, "str": str}[str(f.type)]
+        extra = {"task": {"choices": ["classify", "instruct"]}}.get(f.name, {})
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS,
+                       help=helps.get(f.name, f"(default {f.default})"), **extra)
+
+
+def cmd_finetune(args):
+    import contextlib
+
+    import numpy as np
+
+    from .finetune import FinetuneConfig, finetune, resume_config
+    from .train import check_out_folder
+
+    given = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig)
+             if hasattr(args, f.name)}
+    if args.resume:
+        if args.overwrite:
+            raise ConfigError("--overwrite cannot be combined with --resume: choose one")
+        out = given.pop("out", "out-finetune")
+        cfg = resume_config(out, **given)
+    else:
+        cfg = FinetuneConfig(**given)
+    check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
+    what = f"LoRA r={cfg.lora_rank}" if cfg.lora_rank else (
+        "full fine-tuning" if cfg.freeze == "none" else f"--freeze {cfg.freeze}")
+    print(f"fine-tuning '{cfg.ckpt}' for {cfg.task} on '{cfg.data_name}' ({what}, "
+          f"{cfg.max_iters} iterations, batch {cfg.batch_size})", flush=True)
+    quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
+    with quiet:
+        result = finetune(cfg, resume=args.resume, progress=not args.no_progress,
+                          overwrite=args.overwrite)
+    m = result.metrics
+    status = "interrupted at" if m["interrupted"] else "finished"
+    print(f"{status} step {m['step']}: train loss {m['train_loss']:.4f}, val loss "
+          f"{m['val_loss']:.4f}; {m['trainable_params']:,} of {m['total_params']:,} "
+          f"parameters trained; {m['wall_seconds']:.1f} s")
+    if cfg.task == "classify":
+        print(f"val accuracy {m['val_accuracy']:.1%} on {m['n_val']} held-out examples "
+              f"(majority-class baseline: {m['baseline_accuracy']:.1%}, always "
+              f"'{m['baseline_label']}')")
+    else:
+        if m["initial_val_loss"] is not None:
+            print(f"held-out response loss {m['initial_val_loss']:.4f} before, "
+                  f"{m['val_loss']:.4f} after")
+        if m["answers"]:
+            print(f"{len(m['answers'])} held-out instructions answered: exact match "
+                  f"{m['exact_match']:.1%}, character overlap {m['char_overlap']:.1%}")
+            for row in m["answers"][:3]:
+                print(f"  {row['instruction']}\n    -> {row['answer']!r}\n"
+                      f"    (reference {row['reference']!r})")
+        print(f"ask it: python -m numpygpt sample --ckpt {cfg.out} --prompt \"...\"")
+    print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
+    if m["interrupted"]:
+        print(f"numpygpt finetune: interrupted at step {m['step']}; the checkpoint is saved in "
+              f"'{cfg.out}' (continue with --resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
 def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
     import numpy as np
 
@@ -190,6 +282,8 @@ def cmd_sample(args):
             return 0
     else:
         ckpt = load_checkpoint(ckpt)
+        if isinstance(ckpt.config.get("finetune"), dict):  # a `finetune` run
+            return _sample_finetuned(ckpt, args)
         try:
             model = GPT(GPTConfig.from_dict(ckpt.config.get("model")), params=ckpt.params)
             tokenizer = tokenizer_from_dict(ckpt.tokenizer)
@@ -199,6 +293,23 @@ def cmd_sample(args):
     model.eval()
     print(_sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,
                        args.top_p, args.seed))
+    return 0
+
+
+def _sample_finetuned(ckpt, args):
+    """sample --ckpt on a fine-tuning run: an instruct run answers --prompt as an instruction
+    (wrapped in its template, cut at the end of the response); a classifier says so."""
+    from .finetune import _finetuned_from, respond
+
+    model, tokenizer, info = _finetuned_from(ckpt, args.ckpt)
+    if info["task"] != "instruct":
+        raise ConfigError(f"'{args.ckpt}' is a classifier (fine-tuned for {info['task']}): it "
+                          f"predicts labels, not text; see its metrics.json, or "
+                          f"numpygpt.finetune.predict")
+    if not args.prompt:
+        raise ConfigError("--prompt: give the instruction to answer (this is an instruct run)")
+    print(respond(model, tokenizer, info["template_obj"], args.prompt, "", args.tokens,
+                  temperature=args.temperature, top_k=args.top_k, seed=args.seed))
     return 0
 
 
@@ -310,6 +421,11 @@ def build_parser():
     p = sub.add_parser("train", help="train a GPT (default: the baby preset on numpy-docs)")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a trained GPT (or GPT-2) for a task: "
+                                        "classify or instruct, fully, frozen or with LoRA")
+    _add_finetune_flags(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--ckpt", default="out",

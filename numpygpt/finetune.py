@@ -1,0 +1,686 @@
+"""Fine-tuning a pretrained GPT for a task, with the same hand-written backward passes.
+
+Two tasks (the data and the prompt template live in numpygpt.tasks):
+
+- classify: text -> one of K labels (topic detection, sentiment). A head (C -> K) reads the
+  hidden state of each sequence's last real token (GPT.add_classifier / GPT.classify); the
+  loss is the cross-entropy of the label. Reported: accuracy, the confusion matrix, and the
+  majority-class baseline (always answer the most common training label).
+- instruct: instruction (+ input) -> response (question answering, summarisation). The
+  example is written into a prompt template, and the loss is the language-model loss on the
+  response tokens only: prompt and padding targets are -1, which the cross-entropy ignores.
+  Reported: the response loss on held-out examples (before and after), and answers generated
+  for held-out instructions (KV cache, greedy), scored by exact match and character overlap.
+
+What trains: everything (full fine-tuning), a part (--freeze: the embeddings, the first K
+blocks, or the whole body so only the classification head learns), or LoRA adapters
+(--lora-rank: the base weights frozen, low-rank updates A @ B trained; see layers/lora.py).
+AdamW steps exactly model.trainable_params().
+
+A run is a folder like train's: ckpt.npz (model, adapters, head, optimizer state, RNG
+states: an exact --resume), log.jsonl, metrics.json. load_finetuned(folder) gives the model
+back; `python -m numpygpt sample --ckpt FOLDER --prompt "..."` answers an instruction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import tasks
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, validate_params
+from .data import tokenizer_from_dict
+from .errors import ConfigError, UserError, check_int, check_real
+from .io import atomic_write_json, quote
+from .model import GPT, LORA_TARGETS, GPTConfig, param_shapes
+from .optim import AdamW, clip_grad_norm, cosine_lr
+from .train import (
+    TrainingError,
+    _check_rng_state,
+    _progress_bar,
+    _read_history,
+    _StopFlag,
+    _write_log,
+    check_out_folder,
+    remove_stale_temp_files,
+)
+
+TASKS = ("classify", "instruct")
+DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa"}
+HEAD = ("score.weight", "score.bias")  # the classification head's parameters
+# Settings a resumed run may change: how long it runs and what it reports. The others define
+# the run (the data, the model, what trains, the optimizer) and must stay.
+RESUMABLE = ("out", "max_iters", "lr_decay_iters", "eval_interval", "log_interval", "eval_generate",
+             "max_new_tokens")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run (the CLI's flags)."""
+
+    ckpt: str = "out"  # a numpygpt checkpoint folder, a GPT-2 folder, or a name: gpt2, ...
+    task: str = "classify"  # "classify" or "instruct"
+    data: str = ""  # "" = the task's default (numpy-topics / numpy-qa), a built-in or a file
+    out: str = "out-finetune"
+    # what trains
+    lora_rank: int = 0  # 0: no LoRA
+    lora_alpha: float = 16.0
+    lora_targets: str = ",".join(LORA_TARGETS)
+    freeze: str = "none"  # "none", "embeddings", "body" or K (embeddings + the first K blocks)
+    # instruct only
+    template: str = ""  # "" = by context length: "compact" below 256 tokens, else "alpaca"
+    eval_generate: int = 20  # held-out instructions answered by generation at the end
+    max_new_tokens: int = 80  # at most this many tokens per generated answer
+    # optimisation
+    batch_size: int = 16
+    max_iters: int = 300
+    lr: float = 0.0  # 0 = automatic: 2e-3 when only adapters or the head train, else 5e-4
+    min_lr_ratio: float = 0.1  # cosine decay to lr * this
+    warmup_iters: int = 20
+    lr_decay_iters: int = 0  # length of the cosine schedule; 0 = max_iters
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    # evaluation and logging
+    eval_interval: int = 100
+    log_interval: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        def flag(name):
+            return "--" + name.replace("_", "-")
+
+        for name in ("ckpt", "task", "data", "out", "lora_targets", "freeze", "template"):
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            if not isinstance(value, str):
+                raise ConfigError(f"{flag(name)} must be a string, got {value!r}")
+            setattr(self, name, value)
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        for name in ("batch_size", "eval_interval", "log_interval"):
+            setattr(self, name, check_int(flag(name), getattr(self, name), minimum=1))
+        for name in ("lora_rank", "max_iters", "warmup_iters", "lr_decay_iters", "eval_generate",
+                     "max_new_tokens", "seed"):
+            setattr(self, name, check_int(flag(name), getattr(self, name), minimum=0))
+        for name, low, high in (("lora_alpha", 0.0, None), ("lr", 0.0, None),
+                                ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, None),
+                                ("grad_clip", 0.0, None), ("dropout", 0.0, 1.0)):
+            setattr(self, name, check_real(flag(name), getattr(self, name), low, high,
+                                           high_open=name == "dropout"))
+        if self.lora_rank and self.lora_alpha == 0:
+            raise ConfigError("--lora-alpha must be > 0")
+        self.targets()  # checks --lora-targets
+        if self.template and self.template not in tasks.TEMPLATES:
+            raise ConfigError(f"--template must be one of {', '.join(tasks.TEMPLATES)}; "
+                              f"got {self.template!r}")
+        if self.template and self.task != "instruct":
+            raise ConfigError("--template is for --task instruct (a classifier has no prompt)")
+        if self.freeze not in ("none", "embeddings", "body") and not self.freeze.isdigit():
+            raise ConfigError(f"--freeze must be none, embeddings, body or a number of blocks "
+                              f"K (the embeddings and blocks 0..K-1); got {self.freeze!r}")
+        if self.lora_rank and self.freeze != "none":
+            raise ConfigError("--freeze cannot be combined with --lora-rank: LoRA freezes every "
+                              "base weight already (only the adapters and a head train)")
+        if self.freeze == "body" and self.task == "instruct":
+            raise ConfigError("--freeze body leaves nothing to train for --task instruct (its "
+                              "head is the frozen token embedding); freeze K blocks or use "
+                              "--lora-rank")
+
+    @property
+    def data_name(self):
+        return self.data or DEFAULT_DATA[self.task]
+
+    def targets(self):
+        """The LoRA targets as a tuple, checked."""
+        names = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        unknown = [t for t in names if t not in LORA_TARGETS]
+        if unknown or not names:
+            raise ConfigError(f"--lora-targets: unknown {', '.join(unknown) or '(none given)'};"
+                              f" choose from {', '.join(LORA_TARGETS)} (comma-separated)")
+        return names
+
+    def learning_rate(self, model):
+        """The peak learning rate: --lr, or by what trains (few new parameters take a larger
+        step than a whole pretrained model, which a large step would knock off its minimum)."""
+        if self.lr:
+            return self.lr
+        only_new = all(".lora_" in k or k in HEAD for k in model.trainable)
+        return 2e-3 if only_new else 5e-4
+
+    def lr_at(self, it, peak):
+        return cosine_lr(it, peak, peak * self.min_lr_ratio, self.warmup_iters,
+                         self.lr_decay_iters or self.max_iters)
+
+
+@dataclass
+class FinetuneResult:
+    model: GPT
+    tokenizer: object
+    metrics: dict
+    history: list
+
+
+# --- the base model ---------------------------------------------------------------------------
+
+
+def load_base(ckpt, dropout=0.0):
+    """The pretrained model to fine-tune: (model, tokenizer, description).
+
+    ckpt: a numpygpt checkpoint folder (e.g. the default `train` run's ./out), a GPT-2 folder
+    in Hugging Face format, or a GPT-2 name (gpt2, gpt2-medium, ...; downloaded once). A
+    fine-tuned instruct run works too (its adapters merged); a classifier does not."""
+    from .hf import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
+
+    if looks_like_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
+        model = from_pretrained(ckpt)
+        tokenizer = load_tokenizer(ckpt)
+        if tokenizer is None:
+            raise CheckpointError(f"'{ckpt}' has no vocab.json and merges.txt (the tokenizer)")
+        what = f"GPT-2 '{ckpt}'"
+    else:
+        saved = load_checkpoint(ckpt)
+        if isinstance(saved.config.get("finetune"), dict):
+            model, tokenizer, info = _finetuned_from(saved, ckpt)
+            if info["task"] != "instruct":
+                raise CheckpointError(f"'{ckpt}' is a fine-tuned classifier; fine-tune from a "
+                                      f"language model (a `train` run, or GPT-2)")
+            if model.lora:
+                model.merge_lora()
+            what = f"fine-tuned run '{ckpt}'"
+        else:
+            try:
+                model = GPT(GPTConfig.from_dict(saved.config.get("model")), params=saved.params)
+                tokenizer = tokenizer_from_dict(saved.tokenizer)
+            except UserError as e:
+                raise CheckpointError(f"checkpoint '{ckpt}' is not usable: {e}") from None
+            what = f"checkpoint '{ckpt}'"
+    if dropout != model.config.dropout:  # dropout is a training setting, not the model's
+        cfg = GPTConfig(**{**model.config.to_dict(), "dropout": dropout})
+        model = GPT(cfg, params=model.params)
+    return model, tokenizer, what
+
+
+def _set_trainable(model, cfg):
+    """Adapters, freezing, or everything, as cfg says (after any head was added)."""
+    if cfg.lora_rank:
+        try:
+            model.add_lora(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.targets(),
+                           seed=cfg.seed)
+        except ConfigError as e:
+            raise ConfigError(f"--lora-rank {cfg.lora_rank}: {e}") from None
+        return
+    if cfg.freeze == "none":
+        return
+    n_layer = model.config.n_layer
+    if cfg.freeze == "body":
+        names = set(HEAD)
+    else:
+        k = 0 if cfg.freeze == "embeddings" else int(cfg.freeze)
+        if k > n_layer:
+            raise ConfigError(f"--freeze {k}: the model has only {n_layer} blocks")
+        frozen = {"wte.weight", "wpe.weight"} | {n for n in model.params if any(
+            n.startswith(f"h.{i}.") for i in range(k))}
+        names = set(model.params) - frozen
+        if not names:
+            raise ConfigError(f"--freeze {cfg.freeze} leaves nothing to train")
+    model.trainable = names
+
+
+def _build_model(base_params, mcfg, cfg, n_classes, seed):
+    model = GPT(mcfg, seed=seed, params=base_params)
+    if cfg.task == "classify":
+        model.add_classifier(n_classes, seed=seed)
+    _set_trainable(model, cfg)
+    return model
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TaskData:
+    """A task's examples, encoded for one tokenizer and context length."""
+
+    data: object  # tasks.ClassificationData or tasks.InstructionData
+    train: list  # classify: token-id arrays; instruct: (ids, targets) pairs
+    val: list
+    train_labels: np.ndarray | None  # classify: (N_train,) class ids
+    val_labels: np.ndarray | None
+    val_examples: list  # instruct: the held-out examples that fit, aligned with val
+    template: object  # instruct: a tasks.Template
+    skipped: int  # instruct: examples that do not fit in the context
+
+
+def _prepare(cfg, tokenizer, block_size, labels=None):
+    """Load the task's data and encode it. labels: the classes of a resumed run (the model
+    has one output per class and cannot learn a new one)."""
+    char = getattr(tokenizer, "kind", "") == "char"
+    if cfg.task == "classify":
+        # a char model reads block_size characters: cut the docstrings into such windows
+        data = tasks.load_task("classify", cfg.data_name, max_chars=block_size if char else None,
+                               seed=cfg.seed)
+        if labels is not None:
+            tasks.check_labels(data.train + data.val, labels, f"--data {cfg.data_name!r}",
+                               (data.train_lines or []) + (data.val_lines or []) or None)
+            data.labels = list(labels)
+        ids = tasks.label_ids(data)
+        return _TaskData(
+            data, tasks.encode_texts([t for t, _ in data.train], tokenizer, block_size),
+            tasks.encode_texts([t for t, _ in data.val], tokenizer, block_size),
+            np.array([ids[y] for _, y in data.train], np.int64),
+            np.array([ids[y] for _, y in data.val], np.int64), [], None, 0)
+    data = tasks.load_task("instruct", cfg.data_name, seed=cfg.seed)
+    template = tasks.TEMPLATES[cfg.template] if cfg.template else \
+        tasks.default_template(block_size)
+    train, skipped = tasks.encode_instructions(data.train, tokenizer, template, block_size)
+    end = tasks.end_ids(tokenizer, template)
+    val, val_examples = [], []
+    for i, ex in enumerate(data.val):
+        enc = tasks.encode_instruction(ex, tokenizer, template, block_size, end=end, index=i)
+        if enc is None:
+            skipped += 1
+        else:
+            val.append(enc)
+            val_examples.append(ex)
+    if not train or not val:
+        raise tasks.TaskError(
+            f"--data {cfg.data_name!r}: no {'training' if not train else 'validation'} "
+            f"example fits in the model's context of {block_size} tokens with the "
+            f"{template.name!r} template")
+    return _TaskData(data, train, val, None, None, val_examples, template, skipped)
+
+
+def _loss_on(model, td, which, indices, cfg):
+    """The mean loss over the examples `indices` of td.<which>, in batches of batch_size,
+    without dropout; weighted by what each batch's loss averages over (its examples, or its
+    response tokens). classify also returns the predictions."""
+    examples = getattr(td, which)
+    was_training = model.training
+    model.eval()
+    total, count, preds = 0.0, 0, []
+    try:
+        for start in range(0, len(indices), cfg.batch_size):
+            chunk = indices[start:start + cfg.batch_size]
+            if cfg.task == "classify":
+                labels = getattr(td, which + "_labels")
+                idx, lengths, y = tasks.classification_batch(examples, labels, chunk)
+                logits, loss = model.classify(idx, lengths, y)
+                preds.append(logits.argmax(axis=-1))
+                n = len(chunk)
+            else:
+                idx, targets = tasks.instruction_batch(examples, chunk)
+                _, loss = model.forward(idx, targets)
+                n = int((targets != -1).sum())
+            total += loss * n
+            count += n
+    finally:
+        model.train(was_training)
+    mean = total / max(count, 1)
+    return (mean, np.concatenate(preds)) if cfg.task == "classify" else (mean, None)
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """(K, K) counts: row = the true class, column = the predicted one."""
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def respond(model, tokenizer, template, instruction, input="", max_new_tokens=80,
+            temperature=0.0, top_k=None, seed=None):
+    """The model's answer to an instruction: the prompt in `template`, then generated tokens
+    (KV cache) up to the end marker (or max_new_tokens). temperature 0: greedy.
+
+    Returns the response text, without the prompt and the end marker."""
+    example = {"instruction": instruction, "input": input, "output": ""}
+    prompt = tasks.format_prompt(example, template)
+    try:
+        ids = np.asarray(tokenizer.encode(prompt), dtype=np.int64)
+    except UserError as e:
+        raise ConfigError(f"the instruction cannot be encoded: {e}") from None
+    end = tasks.end_ids(tokenizer, template)
+    out = model.generate(ids[None, :], max_new_tokens, temperature=temperature, top_k=top_k,
+                         seed=seed)[0, len(ids):]  # (max_new_tokens,) the new tokens
+    # cut at the first end marker (a token id sequence)
+    E = len(end)
+    for t in range(len(out) - E + 1):
+        if np.array_equal(out[t:t + E], end):
+            out = out[:t]
+            break
+    return tokenizer.decode(out).strip()
+
+
+def evaluate_answers(model, tokenizer, template, examples, max_new_tokens):
+    """Generate an answer to each example; score it against the reference output.
+
+    Returns (exact match rate, mean char overlap, rows {instruction, input, reference,
+    answer, exact, overlap})."""
+    rows = []
+    for ex in examples:
+        answer = respond(model, tokenizer, template, ex["instruction"], ex.get("input", ""),
+                         max_new_tokens)
+        rows.append({"instruction": ex["instruction"], "input": ex.get("input", ""),
+                     "reference": ex["output"], "answer": answer,
+                     "exact": tasks.exact_match(answer, ex["output"]),
+                     "overlap": tasks.char_overlap(answer, ex["output"])})
+    if not rows:
+        return None, None, rows
+    return (float(np.mean([r["exact"] for r in rows])),
+            float(np.mean([r["overlap"] for r in rows])), rows)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _run_info(cfg, mcfg, td, model):
+    lora = None
+    if model.lora:
+        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(cfg.targets())}
+    return {"task": cfg.task, "labels": list(td.data.labels) if cfg.task == "classify" else None,
+            "template": td.template.name if td.template else None, "lora": lora,
+            "trainable": sorted(model.trainable)}
+
+
+def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
+    """Fine-tune as `cfg` says; return a FinetuneResult (model, tokenizer, metrics, history).
+
+    - resume: continue the run in cfg.out exactly (same batches, same result as without a
+      break); its task, data and what trains are the saved run's
+    - progress, callback, overwrite: as numpygpt.train.train
+
+    Ctrl-C stops after the current step, evaluates, saves and returns with
+    metrics["interrupted"] True.
+    """
+    if not isinstance(cfg, FinetuneConfig):
+        raise TypeError(f"cfg must be a FinetuneConfig, got {type(cfg).__name__}")
+    out = Path(cfg.out)
+    where = quote(out)
+    check_out_folder(out, resume=resume, overwrite=overwrite)
+    saved = None
+    if resume:
+        saved = load_checkpoint(out)
+        info = saved.config.get("task")
+        if not isinstance(saved.config.get("finetune"), dict) or not isinstance(info, dict):
+            raise CheckpointError(f"checkpoint in {where} is not a fine-tuning run (resume a "
+                                  f"`train` run with `python -m numpygpt train --resume`)")
+        _check_resume_config(saved.config["finetune"], cfg, where)
+
+    t_start = time.perf_counter()
+    base, tokenizer, base_what = load_base(cfg.ckpt, dropout=cfg.dropout)
+    mcfg = base.config
+    labels = saved.config["task"].get("labels") if saved is not None else None
+    td = _prepare(cfg, tokenizer, mcfg.block_size, labels)
+    n_classes = len(td.data.labels) if cfg.task == "classify" else 0
+
+    model = _build_model(base.params, mcfg, cfg, n_classes, cfg.seed)
+    del base
+    data_rng = np.random.default_rng([cfg.seed, 1])
+    peak_lr = cfg.learning_rate(model)
+    opt = AdamW(model.trainable_params(), lr=peak_lr, betas=(0.9, 0.999),
+                eps=1e-8, weight_decay=cfg.weight_decay)
+    step, history = 0, []
+    if saved is not None:
+        expected = {**param_shapes(mcfg), **{k: v.shape for k, v in model.params.items()}}
+        validate_params(saved.params, expected, what=f"checkpoint in {where}")
+        for k, v in saved.params.items():
+            model.params[k][...] = v
+        step, data_state, model_state = _resume_state(saved, cfg, where)
+        try:
+            opt.load_state_dict(saved.optimizer)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint in {where} does not fit: {e}") from None
+        data_rng.bit_generator.state = data_state
+        model.rng.bit_generator.state = model_state
+        log_path = out / "log.jsonl"
+        history = _read_history(log_path, step) if log_path.exists() else []
+    info = _run_info(cfg, mcfg, td, model)
+
+    # fixed examples for the train-loss estimate (at most 256), every evaluation the same
+    n_train, n_val = len(td.train), len(td.val)
+    probe = np.random.default_rng([cfg.seed, 2]).permutation(n_train)[:256]
+
+    def write(what, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise TrainingError(f"cannot write {what} in {where}: {e.strerror or e}; the last "
+                                f"saved checkpoint there is intact") from None
+
+    def save(step_now):
+        state = opt.state_dict()
+        bad = next((k for k, a in model.params.items() if not np.isfinite(a).all()), None)
+        if bad is not None:
+            raise TrainingError(f"the weight {bad} became non-finite at step {step_now}; "
+                                f"stopped without saving (try a lower --lr)")
+        write("the checkpoint", remove_stale_temp_files, out)
+        write("the checkpoint", lambda: save_checkpoint(
+            out, config={"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
+                         "base": base_what},
+            tokenizer=tokenizer.to_dict(), params=model.params, optimizer=state,
+            train_state={"step": step_now, "data_rng": data_rng.bit_generator.state,
+                         "model_rng": model.rng.bit_generator.state}))
+
+    def log(row):
+        history.append(row)
+        if callback is not None:
+            callback(row)
+
+    def evaluate(step_now):
+        train_loss, _ = _loss_on(model, td, "train", probe, cfg)
+        val_loss, preds = _loss_on(model, td, "val", np.arange(n_val), cfg)
+        row = {"step": step_now, "train_loss": train_loss, "val_loss": val_loss}
+        if preds is not None:
+            row["val_accuracy"] = float(np.mean(preds == td.val_labels))
+        for key in ("train_loss", "val_loss"):
+            if not math.isfinite(row[key]):
+                raise TrainingError(f"{key.replace('_', ' ')} became {row[key]} at step "
+                                    f"{step_now}; stopped without saving. Try a lower --lr")
+        log(row)
+        return row, preds
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the --out folder {where}: {e.strerror or e}") from None
+    log_path = out / "log.jsonl"
+    if resume:
+        write("log.jsonl", _write_log, log_path, history)
+    else:
+        for name in ("log.jsonl", "metrics.json"):
+            if (out / name).is_file():
+                write(name, (out / name).unlink)
+
+    evals = [r for r in history if "val_loss" in r]
+    last_eval = evals[-1] if evals else None
+    preds = None
+    loss = float("nan")
+    train_time, interrupted = 0.0, False
+    B = min(cfg.batch_size, n_train)
+    with _StopFlag() as flag:
+        bar = _progress_bar(cfg.max_iters, step, progress)
+        try:
+            while step < cfg.max_iters:
+                if flag.stop:
+                    interrupted = True
+                    break
+                if step % cfg.eval_interval == 0 and (last_eval is None
+                                                      or last_eval["step"] != step):
+                    last_eval, preds = evaluate(step)
+                    save(step)
+                    write("log.jsonl", _write_log, log_path, history)
+                t0 = time.perf_counter()
+                opt.lr = cfg.lr_at(step, peak_lr)
+                chosen = data_rng.choice(n_train, size=B, replace=False)
+                if cfg.task == "classify":
+                    idx, lengths, y = tasks.classification_batch(td.train, td.train_labels,
+                                                                 chosen)
+                    _, loss = model.classify(idx, lengths, y)
+                else:
+                    idx, targets = tasks.instruction_batch(td.train, chosen)
+                    _, loss = model.forward(idx, targets)
+                if not math.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss} at step {step}; stopped "
+                                        f"without saving. Try a lower --lr")
+                grads = model.backward()
+                norm = clip_grad_norm(grads, cfg.grad_clip) if cfg.grad_clip > 0 else None
+                opt.step(grads)
+                step += 1
+                train_time += time.perf_counter() - t0
+                if step % cfg.log_interval == 0 or step == cfg.max_iters:
+                    log({"step": step, "loss": loss, "lr": opt.lr, "grad_norm": norm})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{opt.lr:.1e}", refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if last_eval is None or last_eval["step"] != step or preds is None:
+            last_eval, preds = evaluate(step)
+        save(step)
+        write("log.jsonl", _write_log, log_path, history)
+        first = next(r for r in history if "val_loss" in r)
+        metrics = {
+            "task": cfg.task, "data": cfg.data_name, "base": base_what, "step": step,
+            "train_loss": last_eval["train_loss"], "val_loss": last_eval["val_loss"],
+            "initial_val_loss": first["val_loss"] if first["step"] == 0 else None,
+            "last_batch_loss": loss, "n_train": n_train, "n_val": n_val,
+            "trainable_params": int(sum(p.size for p in model.trainable_params().values())),
+            "total_params": model.num_params(), "lora_rank": cfg.lora_rank,
+            "freeze": cfg.freeze, "seconds_per_step": train_time / max(step, 1) if train_time
+            else None, "interrupted": interrupted or flag.stop,
+        }
+        if cfg.task == "classify":
+            counts = np.bincount(td.train_labels, minlength=n_classes)
+            majority = int(np.argmax(counts))
+            metrics.update({
+                "labels": list(td.data.labels),
+                "val_accuracy": float(np.mean(preds == td.val_labels)),
+                "baseline_accuracy": float(np.mean(td.val_labels == majority)),
+                "baseline_label": td.data.labels[majority],
+                "confusion": confusion_matrix(td.val_labels, preds, n_classes).tolist()})
+        else:
+            exact, overlap, rows = evaluate_answers(
+                model, tokenizer, td.template, td.val_examples[:cfg.eval_generate],
+                cfg.max_new_tokens)
+            metrics.update({"template": td.template.name, "skipped_examples": td.skipped,
+                            "exact_match": exact, "char_overlap": overlap, "answers": rows})
+        metrics["wall_seconds"] = time.perf_counter() - t_start
+        write("metrics.json", atomic_write_json, out / "metrics.json", metrics)
+    return FinetuneResult(model, tokenizer, metrics, history)
+
+
+def _check_resume_config(saved, cfg, where):
+    """A resumed run keeps what defines it: a setting that differs from the saved run's
+    (other than how long it runs and what it reports) is refused, not silently applied."""
+    names = {f.name for f in fields(FinetuneConfig)}
+    if not isinstance(saved, dict) or set(saved) - names:
+        raise CheckpointError(f"checkpoint in {where} holds fine-tuning settings this version "
+                              f"does not know")
+    for f in fields(FinetuneConfig):
+        if f.name in RESUMABLE or f.name not in saved:
+            continue
+        if saved[f.name] != getattr(cfg, f.name):
+            flag = "--" + f.name.replace("_", "-")
+            raise ConfigError(f"the run in {where} was made with {flag} {saved[f.name]!r}; a "
+                              f"resumed run keeps it ({flag} {getattr(cfg, f.name)!r} refused)")
+
+
+def resume_config(out, **given):
+    """The saved run's FinetuneConfig, with the settings in `given` (e.g. max_iters)."""
+    saved = load_checkpoint(out).config.get("finetune")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint in {quote(out)} is not a fine-tuning run")
+    saved = dict(saved)
+    if not saved.get("lr_decay_iters"):
+        # the run's schedule was as long as its max_iters: a new --max-iters must not reshape
+        # the part already trained (as train --resume)
+        saved["lr_decay_iters"] = saved.get("max_iters", 0)
+    try:
+        return FinetuneConfig(**{**saved, **given, "out": str(out)})
+    except TypeError as e:
+        raise CheckpointError(f"checkpoint in {quote(out)} holds unknown settings: {e}") \
+            from None
+
+
+def _resume_state(ckpt, cfg, where):
+    state = ckpt.train_state
+    step = state.get("step")
+    if type(step) is not int or step < 0 or ckpt.optimizer is None:
+        raise CheckpointError(f"checkpoint in {where} has no usable training state")
+    if step > cfg.max_iters:
+        raise ConfigError(f"the run in {where} is at step {step}, beyond --max-iters "
+                          f"{cfg.max_iters}; give --max-iters {step} or more")
+    if ckpt.optimizer["hyper"].get("t") != step:
+        raise CheckpointError(f"checkpoint in {where}: the optimizer's step count differs "
+                              f"from the run's step {step}")
+    rng = np.random.default_rng(0)
+    return (step, _check_rng_state(state.get("data_rng"), rng, "data_rng", where),
+            _check_rng_state(state.get("model_rng"), rng, "model_rng", where))
+
+
+# --- using a fine-tuned run ---------------------------------------------------------------
+
+
+def _finetuned_from(ckpt, where):
+    """(model, tokenizer, task info) from a loaded fine-tuning checkpoint."""
+    info = ckpt.config.get("task")
+    fcfg = ckpt.config.get("finetune")
+    try:
+        cfg = FinetuneConfig(**fcfg)
+        mcfg = GPTConfig.from_dict(ckpt.config.get("model"))
+        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+        if not isinstance(info, dict) or info.get("task") not in TASKS:
+            raise ConfigError("its task description is missing")
+        labels = info.get("labels") or []
+        shapes = param_shapes(mcfg)
+        validate_params({k: v for k, v in ckpt.params.items() if k in shapes}, shapes,
+                        what=f"checkpoint '{where}'")
+        model = _build_model({k: ckpt.params[k] for k in shapes}, mcfg, cfg, len(labels),
+                             cfg.seed)
+        validate_params(ckpt.params, {k: v.shape for k, v in model.params.items()},
+                        what=f"checkpoint '{where}'")
+    except (UserError, TypeError) as e:
+        raise CheckpointError(f"checkpoint '{where}' is not a usable fine-tuning run: {e}") \
+            from None
+    for k, v in ckpt.params.items():
+        model.params[k][...] = v
+    model.eval()
+    return model, tokenizer, {**info, "template_obj": tasks.TEMPLATES.get(info.get("template")
+                                                                          or "")}
+
+
+def load_finetuned(folder):
+    """A fine-tuned run's (model, tokenizer, info): info["task"], info["labels"] (classify),
+    info["template_obj"] (instruct: the tasks.Template to wrap prompts in)."""
+    ckpt = load_checkpoint(folder)
+    if not isinstance(ckpt.config.get("finetune"), dict):
+        raise CheckpointError(f"'{folder}' is not a fine-tuning run (its checkpoint has no "
+                              f"fine-tuning settings)")
+    return _finetuned_from(ckpt, folder)
+
+
+def predict(model, tokenizer, labels, texts, batch_size=32):
+    """The predicted label of each text, with a classifier from load_finetuned."""
+    encoded = tasks.encode_texts(list(texts), tokenizer, model.config.block_size)
+    dummy = np.zeros(len(encoded), dtype=np.int64)
+    preds = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(encoded), batch_size):
+            idx, lengths, _ = tasks.classification_batch(
+                encoded, dummy, np.arange(start, min(start + batch_size, len(encoded))))
+            preds.append(model.classify(idx, lengths)[0].argmax(axis=-1))
+    finally:
+        model.train(was_training)
+    return [labels[i] for i in np.concatenate(preds)] if preds else []
