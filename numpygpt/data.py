@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -237,45 +238,78 @@ def numpy_docs_text():
     Public functions, classes and the public methods of those classes, from NUMPY_DOC_MODULES.
     Each docstring appears once, under the name of the class or module that defines it, as
     "name\\n" + doc + "\\n\\n", sorted by qualified name, so the text is the same on every run
-    for a given numpy.
+    for a given numpy (see numpy_docstrings).
 
     Returns:
     - text: str
     """
-    docs = {}  # qualified name -> (docstring, inherited?)
+    return "".join(f"{d.name}\n{d.doc}\n\n" for d in numpy_docstrings())
+
+
+class NumpyDoc(NamedTuple):
+    """One docstring of NumPy's public API, as `numpy_docs_text()` writes it."""
+
+    name: str  # the qualified name it is listed under, e.g. "numpy.linalg.norm"
+    doc: str  # the cleaned docstring (inspect.cleandoc), without the name
+    namespaces: tuple  # the modules of NUMPY_DOC_MODULES that define it (sorted)
+
+
+@functools.lru_cache(maxsize=1)
+def numpy_docstrings():
+    """The docstrings of the "numpy-docs" corpus, with the namespaces each belongs to
+    (numpy_docs_text joins them; the fine-tuning tasks in numpygpt.tasks read them).
+
+    Public functions, classes and the public methods of those classes, from
+    NUMPY_DOC_MODULES. Aliases and inherited methods share a docstring: it is kept once, under
+    the name where it is defined if there is one (ndarray.reshape, not chararray.reshape),
+    else the first name in sorted order. Every module that defines it is recorded too.
+    A docstring can have several homes: np.sin and np.ma.sin share one, as do np.cos and
+    np.ma.cos, and the corpus lists each under its first name in sorted order, which is
+    numpy.ma.sin for the one and numpy.cos for the other. A topic label read from that name
+    would be noise, so numpy_topics() looks at all the homes.
+
+    Returns:
+    - docs: tuple of NumpyDoc, sorted by name
+    """
+    found = {}  # qualified name -> (docstring, inherited?, module)
     with warnings.catch_warnings():
-        # Some public names are deprecated aliases that warn when touched; we only read them.
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # deprecated aliases warn when touched
         for modname in NUMPY_DOC_MODULES:
             try:
                 module = importlib.import_module(modname)
-            except ImportError:  # e.g. numpy.strings is new in numpy 2.0
+            except ImportError:
                 continue
             for name in sorted(getattr(module, "__all__", dir(module))):
                 if name.startswith("_"):
                     continue
                 try:
                     obj = getattr(module, name)
-                except Exception:  # a name listed but not importable here: skip it
+                except Exception:
                     continue
                 qualname = f"{modname}.{name}"
                 if isinstance(obj, types.ModuleType):
-                    continue  # submodules are walked only if listed above
+                    continue
                 if inspect.isclass(obj):
-                    docs[qualname] = (obj.__doc__, False)
-                    docs.update(_method_docs(obj, qualname))
+                    found[qualname] = (obj.__doc__, False, modname)
+                    for method, (doc, inherited) in _method_docs(obj, qualname).items():
+                        found[method] = (doc, inherited, modname)
                 elif callable(obj):
-                    docs[qualname] = (obj.__doc__, False)
-    # Aliases and inherited methods share a docstring: keep it once, under the name where it
-    # is defined if there is one (ndarray.reshape, not chararray.reshape), else the first name.
-    best = {}  # cleaned docstring -> (inherited?, qualified name)
-    for qualname, (doc, inherited) in docs.items():
+                    found[qualname] = (obj.__doc__, False, modname)
+    best = {}  # cleaned docstring -> (inherited?, qualified name), as numpy_docs_text keeps it
+    homes = {}  # cleaned docstring -> {(inherited?, module)}
+    for qualname, (doc, inherited, modname) in found.items():
         if not isinstance(doc, str) or not (doc := inspect.cleandoc(doc)):
             continue
         if doc not in best or (inherited, qualname) < best[doc]:
             best[doc] = (inherited, qualname)
-    entries = sorted((qualname, doc) for doc, (_, qualname) in best.items())
-    return "".join(f"{qualname}\n{doc}\n\n" for qualname, doc in entries)
+        homes.setdefault(doc, set()).add((inherited, modname))
+    docs = []
+    for doc, (inherited, qualname) in best.items():
+        # A method MaskedArray inherits from ndarray is defined by numpy, not numpy.ma: where
+        # a docstring is defined somewhere, the places that only inherit it do not count.
+        spaces = sorted({m for i, m in homes[doc] if i == inherited})
+        docs.append(NumpyDoc(qualname, doc, tuple(spaces)))
+    return tuple(sorted(docs))
 
 
 def _method_docs(cls, qualname):

@@ -43,13 +43,9 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib
-import inspect
 import io
 import os
 import re
-import types
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -57,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .bpe import BPETokenizer
-from .data import NUMPY_DOC_MODULES, _method_docs
+from .data import numpy_docstrings
 from .errors import UserError, check_int, check_real
 from .io import parse_json, quote, read_text
 from .tokenizer_base import TokenizerError
@@ -84,68 +80,6 @@ MAX_SCORED_CHARS = 2000  # char_overlap compares at most this many characters of
 # --- the NumPy docstrings, parsed --------------------------------------------------------------
 
 
-class NumpyDoc(NamedTuple):
-    """One docstring of NumPy's public API, as `numpy_docs_text()` writes it."""
-
-    name: str  # the qualified name it is listed under, e.g. "numpy.linalg.norm"
-    doc: str  # the cleaned docstring (inspect.cleandoc), without the name
-    namespaces: tuple  # the modules of NUMPY_DOC_MODULES that define it (sorted)
-
-
-@functools.lru_cache(maxsize=1)
-def numpy_docstrings():
-    """The docstrings of the "numpy-docs" corpus, with the namespaces each belongs to.
-
-    The walk is numpy_docs_text()'s (same modules, same names, same choice of one name per
-    docstring), so that "".join(f"{d.name}\\n{d.doc}\\n\\n" for d in numpy_docstrings()) is
-    that corpus (a test checks it); it also records every module that defines a docstring.
-    A docstring can have several homes: np.sin and np.ma.sin share one, as do np.cos and
-    np.ma.cos, and the corpus lists each under its first name in sorted order, which is
-    numpy.ma.sin for the one and numpy.cos for the other. A topic label read from that name
-    would be noise, so numpy_topics() looks at all the homes.
-
-    Returns:
-    - docs: tuple of NumpyDoc, sorted by name
-    """
-    found = {}  # qualified name -> (docstring, inherited?, module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated aliases warn when touched
-        for modname in NUMPY_DOC_MODULES:
-            try:
-                module = importlib.import_module(modname)
-            except ImportError:
-                continue
-            for name in sorted(getattr(module, "__all__", dir(module))):
-                if name.startswith("_"):
-                    continue
-                try:
-                    obj = getattr(module, name)
-                except Exception:
-                    continue
-                qualname = f"{modname}.{name}"
-                if isinstance(obj, types.ModuleType):
-                    continue
-                if inspect.isclass(obj):
-                    found[qualname] = (obj.__doc__, False, modname)
-                    for method, (doc, inherited) in _method_docs(obj, qualname).items():
-                        found[method] = (doc, inherited, modname)
-                elif callable(obj):
-                    found[qualname] = (obj.__doc__, False, modname)
-    best = {}  # cleaned docstring -> (inherited?, qualified name), as numpy_docs_text keeps it
-    homes = {}  # cleaned docstring -> {(inherited?, module)}
-    for qualname, (doc, inherited, modname) in found.items():
-        if not isinstance(doc, str) or not (doc := inspect.cleandoc(doc)):
-            continue
-        if doc not in best or (inherited, qualname) < best[doc]:
-            best[doc] = (inherited, qualname)
-        homes.setdefault(doc, set()).add((inherited, modname))
-    docs = []
-    for doc, (inherited, qualname) in best.items():
-        # A method MaskedArray inherits from ndarray is defined by numpy, not numpy.ma: where
-        # a docstring is defined somewhere, the places that only inherit it do not count.
-        spaces = sorted({m for i, m in homes[doc] if i == inherited})
-        docs.append(NumpyDoc(qualname, doc, tuple(spaces)))
-    return tuple(sorted(docs))
 
 
 def _is_signature(text):
@@ -952,7 +886,7 @@ def load_task(task, data, *, max_chars=None, seed=0):
 
 
 __all__ = [
-    "TaskError", "NumpyDoc", "ParsedDoc", "numpy_docstrings", "parse_docstring",
+    "TaskError", "ParsedDoc", "numpy_docstrings", "parse_docstring",
     "ClassificationData", "numpy_topics", "load_classification_file", "label_ids",
     "check_labels", "InstructionData", "numpy_qa", "numpy_summaries", "load_instruction_file",
     "Template", "TEMPLATES", "format_prompt", "default_template", "end_ids",
