@@ -52,6 +52,7 @@ from .train import (
 TASKS = ("classify", "instruct")
 DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa"}
 HEAD = ("score.weight", "score.bias")  # the classification head's parameters
+BPE_WINDOW_CHARS = 400  # numpy-topics windows for a BPE model (~100 GPT-2 tokens)
 # Settings a resumed run may change: how long it runs and what it reports. The others define
 # the run (the data, the model, what trains, the optimizer) and must stay.
 RESUMABLE = ("out", "max_iters", "lr_decay_iters", "eval_interval", "log_interval", "eval_generate",
@@ -262,9 +263,11 @@ def _prepare(cfg, tokenizer, block_size, labels=None):
     has one output per class and cannot learn a new one)."""
     char = getattr(tokenizer, "kind", "") == "char"
     if cfg.task == "classify":
-        # a char model reads block_size characters: cut the docstrings into such windows
-        data = tasks.load_task("classify", cfg.data_name, max_chars=block_size if char else None,
-                               seed=cfg.seed)
+        # The built-in topics come as windows of a docstring: block_size characters for a char
+        # model (all it can read), BPE_WINDOW_CHARS for a BPE one (whole docstrings would be
+        # long, and their examples name the namespace: ">>> np.fft.rfft(...)")
+        data = tasks.load_task("classify", cfg.data_name,
+                               max_chars=block_size if char else BPE_WINDOW_CHARS, seed=cfg.seed)
         if labels is not None:
             tasks.check_labels(data.train + data.val, labels, f"--data {cfg.data_name!r}",
                                (data.train_lines or []) + (data.val_lines or []) or None)

@@ -189,3 +189,27 @@ def test_resuming_on_data_with_unseen_labels_is_refused(base, tmp_path, capsys):
     first.write_text(first.read_text() + "the new one,c\n")  # the file changed under the run
     with pytest.raises(UserError, match="label 'c'.*not one of the 2 classes"):
         finetune(quick(base, out, data=str(first), max_iters=6), resume=True, progress=False)
+
+
+def test_a_gpt2_folder_with_a_bpe_tokenizer_fine_tunes_and_answers(tmp_path, qa_file, capsys):
+    """The `--ckpt gpt2` path, offline: a GPT-2-format folder (safetensors, config.json,
+    vocab.json, merges.txt) with a byte-level BPE tokenizer, the Alpaca template."""
+    from numpygpt import GPT, GPTConfig
+    from numpygpt.bpe import BPETokenizer
+
+    tok = BPETokenizer.train(" ".join(f"reverse {w} {w[::-1]}" for w in WORDS) * 3,
+                             vocab_size=300)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=2, n_head=2,
+                          n_embd=16), seed=0)
+    model.save_pretrained(tmp_path / "gpt2-like", tokenizer=tok)
+    out = tmp_path / "run"
+    code, stdout, err = run(["finetune", "--ckpt", tmp_path / "gpt2-like", "--task", "instruct",
+                             "--data", qa_file, "--template", "alpaca", "--out", out,
+                             "--max-iters", "6", "--eval-interval", "3", "--eval-generate", "2",
+                             "--max-new-tokens", "8", "--no-progress"], capsys)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["template"] == "alpaca" and m["base"].startswith("GPT-2") and len(m["answers"]) == 2
+    code, stdout, err = run(["sample", "--ckpt", out, "--prompt", "reverse axis", "--tokens", "8",
+                             "--temperature", "0"], capsys)
+    assert code == 0 and "### Response" not in stdout, err
