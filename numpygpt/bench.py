@@ -2,6 +2,8 @@
 
     python -m numpygpt bench                  # baby and small (batch 16), numpygpt only
     python -m numpygpt bench --vs-torch       # the same step in PyTorch eager, side by side
+    python -m numpygpt bench --config gpt2-finetune --vs-torch
+                                              # GPT-2 small: full fine-tuning vs LoRA vs PyTorch
 
 Every figure that compares two things is measured side by side in one process, in alternating
 rounds, and reported as a median ratio: these machines are noisy, absolute times drift.
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 from .errors import ConfigError, check_int
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, param_count
 from .optim import AdamW, clip_grad_norm
 from .train import PRESETS
 
@@ -38,14 +40,16 @@ def model_config(name):
                      n_head=p["n_head"], n_embd=p["n_embd"], dropout=p["dropout"])
 
 
-def step_flops(cfg, B):
-    """Matmul FLOPs of one training step (a multiply-add counts 2; backward = 2x forward).
+def step_flops(cfg, B, T=None):
+    """Matmul FLOPs of one training step on (B, T) tokens, T = block_size by default (a
+    multiply-add counts 2; backward = 2x forward).
 
     Per layer forward: 2BT(3C^2 + C^2 + 4C^2 + 4C^2) for the four linear maps and 2BT^2C
     twice for q k^T and att @ v (the full T x T, as nanoGPT's MFU estimate counts it);
     plus the LM head 2BTCV.
     """
-    T, C, L, V = cfg.block_size, cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    T = T or cfg.block_size
+    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
     forward = L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * T * C * V
     return 3 * forward
 
@@ -77,35 +81,61 @@ def matmul_peak(n=2048, repeats=5, dtype=np.float32):
     return 2 * n * n * n / best
 
 
-# --- the two training steps ---------------------------------------------------------------
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), or the platform's guess."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown"
 
 
-def numpy_step_fn(cfg, B, seed=0):
-    """A closure running one numpygpt training step on a fixed random batch."""
+# --- the training steps -------------------------------------------------------------------
+
+
+def numpy_step_fn(cfg, B, seed=0, T=None, lora=None):
+    """A closure running one numpygpt training step on a fixed random (B, T) batch (T =
+    block_size by default), returning the loss. lora=(rank, alpha) adds adapters to all four
+    linear maps of every block and trains only them: the optimizer holds (and clip_grad_norm
+    sees) the adapters alone, and backward computes no gradient for a frozen weight.
+    The closure's .model and .optimizer are what it trains (tests look at them)."""
+    T = T or cfg.block_size
     model = GPT(cfg, seed=seed, dtype=np.float32)
-    opt = AdamW(model.params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    if lora:
+        model.add_lora(rank=lora[0], alpha=lora[1], seed=seed)
+    opt = AdamW(model.trainable_params(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, cfg.vocab_size, (B, cfg.block_size))
-    y = rng.integers(0, cfg.vocab_size, (B, cfg.block_size))
+    x = rng.integers(0, cfg.vocab_size, (B, T))
+    y = rng.integers(0, cfg.vocab_size, (B, T))
 
     def step():
-        model.forward(x, y)
-        grads = model.backward()
+        _, loss = model.forward(x, y)
+        grads = model.backward()  # the trainable parameters only
         clip_grad_norm(grads, 1.0)
         opt.step(grads)
+        return loss
 
+    step.model, step.optimizer = model, opt
     return step
 
 
-def torch_step_fn(cfg, B, seed=0):
+def torch_step_fn(cfg, B, seed=0, T=None, params=None):
     """The same step in PyTorch eager, written as nanoGPT writes it (float32, SDPA attention,
-    tanh GELU, tied head, AdamW with decay on 2-D params only, clip_grad_norm_)."""
+    tanh GELU, tied head, AdamW with decay on 2-D params only, clip_grad_norm_), returning the
+    loss. params: numpygpt parameters to start from (copied; default: PyTorch's own random
+    init), so both libraries can step the same model on the same batch."""
     import torch
     from torch import nn
     from torch.nn import functional as F
 
     torch.manual_seed(seed)
     C, nh, p = cfg.n_embd, cfg.n_head, cfg.dropout
+    T = T or cfg.block_size
 
     class Block(nn.Module):
         def __init__(self):
@@ -143,14 +173,20 @@ def torch_step_fn(cfg, B, seed=0):
             return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
     model = TorchGPT()
+    if params is not None:
+        model.load_state_dict(_torch_state(params))
     decay = [q for q in model.parameters() if q.dim() >= 2]
     no_decay = [q for q in model.parameters() if q.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, cfg.vocab_size, (B, cfg.block_size), generator=gen)
-    y = torch.randint(0, cfg.vocab_size, (B, cfg.block_size), generator=gen)
+    if params is None:
+        x = torch.randint(0, cfg.vocab_size, (B, T), generator=gen)
+        y = torch.randint(0, cfg.vocab_size, (B, T), generator=gen)
+    else:  # numpy_step_fn's batch, for the same model
+        rng = np.random.default_rng(seed)
+        x, y = (torch.from_numpy(rng.integers(0, cfg.vocab_size, (B, T))) for _ in range(2))
 
     def step():
         loss = model(x, y)
@@ -158,8 +194,26 @@ def torch_step_fn(cfg, B, seed=0):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        return loss.item()
 
     return step
+
+
+def _torch_state(params):
+    """numpygpt's parameters as the state dict of torch_step_fn's model (copies; a torch
+    Linear stores its weight (out, in), the transpose of ours)."""
+    import torch
+
+    renames = {"attn.c_attn": "c_attn", "attn.c_proj": "c_proj", "mlp.c_fc": "c_fc",
+               "mlp.c_proj": "mlp_proj"}
+    state = {}
+    for k, v in params.items():
+        for ours, theirs in renames.items():
+            if f".{ours}." in k:
+                k, v = k.replace(ours, theirs), (v.T if k.endswith("weight") else v)
+                break
+        state[k] = torch.tensor(np.ascontiguousarray(v))
+    return state
 
 
 def _time(step, n):
@@ -178,35 +232,48 @@ def _status_kb(field):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _peak_memory_child(which, name, threads):
-    """(Run in a fresh process.) Peak memory of a training step above what the process holds
-    between steps (model, optimizer state, batch, the BLAS library's workspace): the
-    activations, gradients and temporaries of one step. One warm-up step first, so one-time
-    allocations (BLAS buffers, lazy imports) are not counted; then the peak-RSS mark is reset
-    (Linux: writing 5 to /proc/self/clear_refs) and three steps run."""
-    _limit_threads(threads)
-    cfg, B = model_config(name), BENCH_CONFIGS[name][1]
-    step = (numpy_step_fn if which == "numpy" else torch_step_fn)(cfg, B)
+def _peak_memory_child(spec):
+    """(Run in a fresh process.) Peak memory of training steps, two ways:
+    - "total": the peak resident memory above the interpreter with its libraries imported:
+      weights, optimizer state, gradients, activations and temporaries, all counted (but not
+      the libraries' own code pages that the first step reads in from disk: RssFile's growth);
+    - "step": the peak above what the process holds between steps (model, optimizer state,
+      batch, the last step's caches, the BLAS library's workspace): what one step adds.
+    One warm-up step first, so one-time allocations (building the model, BLAS buffers, lazy
+    imports, the optimizer state's first touch) are not counted; then the peak-RSS mark is
+    reset (Linux: writing 5 to /proc/self/clear_refs) and spec["steps"] steps run."""
+    which = spec["which"]
+    if which == "torch":
+        import torch  # noqa: F401  (imported before the baseline: the library is not the step)
+    _limit_threads(spec["threads"])
+    cfg, B, T = GPTConfig.from_dict(spec["cfg"]), spec["B"], spec["T"]
+    base, files = _status_kb("VmRSS"), _status_kb("RssFile")
+    step = (torch_step_fn(cfg, B, T=T) if which == "torch"
+            else numpy_step_fn(cfg, B, T=T, lora=spec.get("lora")))
     step()
-    base = _status_kb("VmRSS")
+    between = _status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    for _ in range(3):
+    for _ in range(spec["steps"]):
         step()
-    print(json.dumps({"peak_bytes": _status_kb("VmHWM") - base}))
+    peak, files = _status_kb("VmHWM"), _status_kb("RssFile") - files
+    print(json.dumps({"step": peak - between, "total": peak - base - files}))
 
 
-def peak_memory(which, name, threads):
-    """Peak step memory (bytes) of numpygpt or torch, measured in a fresh subprocess."""
-    code = ("from numpygpt.bench import _peak_memory_child; "
-            f"_peak_memory_child({which!r}, {name!r}, {threads})")
+def peak_memory(which, cfg, B, threads, T=None, steps=3, lora=None):
+    """Peak memory (bytes) of training steps of numpygpt ("numpy") or PyTorch ("torch"),
+    measured in a fresh subprocess: {"step": ..., "total": ...} (see _peak_memory_child)."""
+    spec = {"which": which, "cfg": cfg.to_dict(), "B": B, "T": T or cfg.block_size,
+            "threads": threads, "steps": steps, "lora": lora}
+    code = f"from numpygpt.bench import _peak_memory_child; _peak_memory_child({spec!r})"
     # A fixed mmap threshold makes glibc return every large freed block to the OS at once;
     # by default it raises the threshold as blocks are freed and keeps later ones in its heap,
     # so the RSS after the warm-up step would already hold memory the step reuses.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the {which} memory measurement failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _limit_threads(threads):
@@ -248,14 +315,138 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     res = {"config": name, "batch_size": B, "block_size": cfg.block_size, "threads": threads,
            "ms_per_step": 1e3 * t, "tokens_per_sec": B * cfg.block_size / t,
            "gflops": flops / t / 1e9, "peak_gflops": peak / 1e9, "mfu": flops / t / peak,
-           "peak_mem_mb": peak_memory("numpy", name, threads) / 2**20}
+           "peak_mem_mb": peak_memory("numpy", cfg, B, threads)["step"] / 2**20}
     if th_step:
         ratios = [a / b for a, b in zip(np_times, th_times, strict=True)]
         res.update({"torch_ms_per_step": 1e3 * statistics.median(th_times),
                     "ratio_vs_torch": statistics.median(ratios),
-                    "torch_peak_mem_mb": peak_memory("torch", name, threads) / 2**20})
+                    "torch_peak_mem_mb": peak_memory("torch", cfg, B, threads)["step"] / 2**20})
         res["mem_ratio_vs_torch"] = res["peak_mem_mb"] / res["torch_peak_mem_mb"]
     return res
+
+
+# --- fine-tuning at GPT-2 size ------------------------------------------------------------
+
+GPT2_SMALL = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+FINETUNE_BATCH = (4, 256)  # B, T
+FINETUNE_LORA = (8, 16)  # rank, alpha; adapters on all four linear maps of every block
+FINETUNE_TARGETS = {  # issue 12: (what is compared, the ratio to reach)
+    "full_vs_torch": ("full step vs PyTorch eager", 1.0),
+    "lora_vs_full": ("LoRA step vs our full step", 0.75),
+    "lora_mem_vs_full": ("LoRA peak memory vs full", 0.6),
+}
+
+
+def bench_finetune(rounds=3, steps=1, vs_torch=False, threads=None, peak=None, cfg=None,
+                   B=None, T=None, memory=True):
+    """One fine-tuning step (forward, backward, clip, AdamW) of a GPT-2-small-shaped model
+    (124M parameters, random weights, float32, dropout 0) on B=4 x T=256 tokens, three ways:
+    numpygpt full fine-tuning, numpygpt LoRA (r=8, alpha=16, all four targets, AdamW over
+    the adapters only) and, with vs_torch, PyTorch eager full fine-tuning of the same weights.
+    One warm-up step each, then `rounds` alternating rounds of `steps` steps; times are
+    medians over rounds and ratios medians of the per-round ratios. Peak memory: each
+    variant in its own fresh process (see _peak_memory_child; memory=False skips it).
+    cfg, B, T: another model and shape (the tests use a tiny one).
+
+    Returns a dict of figures; "met" says, per target in FINETUNE_TARGETS, whether it is.
+    """
+    for arg, value in (("rounds", rounds), ("steps", steps), ("threads", threads)):
+        if value is not None and check_int(arg, value) < 1:
+            raise ConfigError(f"{arg} must be >= 1, got {value}")
+    cfg = cfg or GPT2_SMALL
+    B, T = B or FINETUNE_BATCH[0], T or FINETUNE_BATCH[1]
+    threads = threads or os.cpu_count()
+    if vs_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+    _limit_threads(threads)
+    times, first_loss, lora_params = _time_finetune(cfg, B, T, rounds, steps, vs_torch)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = {"lora_vs_full": statistics.median(
+        a / b for a, b in zip(times["lora"], times["full"], strict=True))}
+    if vs_torch:
+        ratio["full_vs_torch"] = statistics.median(
+            a / b for a, b in zip(times["full"], times["torch"], strict=True))
+    flops = step_flops(cfg, B, T)
+    peak = peak or matmul_peak()
+    res = {"config": "gpt2-finetune" if cfg == GPT2_SMALL else "custom",
+           "model": cfg.to_dict(), "n_params": param_count(cfg), "batch_size": B,
+           "seq_len": T, "lora_rank": FINETUNE_LORA[0], "lora_alpha": FINETUNE_LORA[1],
+           "lora_params": lora_params, "cpu": cpu_name(), "blas": blas_description(),
+           "threads": threads, "rounds": rounds, "steps": steps, "first_loss": first_loss,
+           "full_gflops": flops / med["full"] / 1e9, "peak_gflops": peak / 1e9,
+           "full_mfu": flops / med["full"] / peak, **ratio}
+    for k, t in med.items():
+        res[f"{k}_ms_per_step"] = 1e3 * t
+        res[f"{k}_ms_rounds"] = [1e3 * x for x in times[k]]  # to judge the noise
+    if memory:
+        for which in times:
+            mem = peak_memory("torch" if which == "torch" else "numpy", cfg, B, threads, T=T,
+                              steps=1, lora=FINETUNE_LORA if which == "lora" else None)
+            res[f"{which}_peak_mem_mb"] = mem["total"] / 2**20
+            res[f"{which}_step_mem_mb"] = mem["step"] / 2**20
+        res["lora_mem_vs_full"] = res["lora_peak_mem_mb"] / res["full_peak_mem_mb"]
+    res["targets"] = {k: target for k, (_, target) in FINETUNE_TARGETS.items()}
+    res["met"] = {k: res[k] <= target for k, (_, target) in FINETUNE_TARGETS.items() if k in res}
+    return res
+
+
+def _time_finetune(cfg, B, T, rounds, steps, vs_torch):
+    """The timing part of bench_finetune, in its own scope so that its models (about 2.4 GB
+    for each full fine-tuning at GPT-2 size, with its optimizer state) are freed before the
+    memory runs.
+    Returns ({variant: [seconds per step, one per round]}, {variant: first loss}, the number
+    of LoRA parameters)."""
+    full = numpy_step_fn(cfg, B, T=T)
+    variants = {"full": full, "lora": numpy_step_fn(cfg, B, T=T, lora=FINETUNE_LORA)}
+    if vs_torch:  # the full model's weights, before its first step
+        variants["torch"] = torch_step_fn(cfg, B, T=T, params=full.model.params)
+    lora_params = sum(p.size for p in variants["lora"].optimizer.params.values())
+    # warm-up: first calls allocate, page in, build caches; the three first losses agree
+    # (B = 0: LoRA starts as the plain model), a check that all three step the same model
+    first_loss = {k: step() for k, step in variants.items()}
+    times = {k: [] for k in variants}
+    for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
+        for k, step in variants.items():
+            times[k].append(_time(step, steps))
+    return times, first_loss, lora_params
+
+
+def format_finetune(r):
+    """The lines `bench --config gpt2-finetune` prints: each variant, then each target."""
+    c = r["model"]
+    lines = [
+        f"{r['config']}: {c['n_layer']} layers, {c['n_head']} heads, n_embd {c['n_embd']}, "
+        f"vocab {c['vocab_size']}, block {c['block_size']} ({r['n_params'] / 1e6:.1f}M params, "
+        f"random weights, float32), B={r['batch_size']} T={r['seq_len']}; one step = forward + "
+        f"backward + clip + AdamW; {r['rounds']} rounds of {r['steps']} step(s), medians",
+        f"CPU: {r['cpu']}, {r['threads']} threads; BLAS: {r['blas']}"]
+    names = {"full": "numpygpt full fine-tuning",
+             "lora": f"numpygpt LoRA r={r['lora_rank']} alpha={r['lora_alpha']}",
+             "torch": "PyTorch eager full"}
+    for k, name in names.items():
+        if f"{k}_ms_per_step" not in r:
+            continue
+        line = f"  {name:<30} {r[f'{k}_ms_per_step']:9.0f} ms/step"
+        if f"{k}_peak_mem_mb" in r:
+            line += (f"   peak mem {r[f'{k}_peak_mem_mb']:7.0f} MB (a step adds "
+                     f"{r[f'{k}_step_mem_mb']:.0f})")
+        extra = {"full": f"{r['full_gflops']:.0f} GFLOP/s, MFU {100 * r['full_mfu']:.0f}% of "
+                         f"{r['peak_gflops']:.0f}",
+                 "lora": f"{r['lora_params']:,} trainable params"}.get(k)
+        lines.append(line + (f"   ({extra})" if extra else ""))
+    lines.append("targets (issue 12):")
+    for k, (what, target) in FINETUNE_TARGETS.items():
+        if k in r:
+            verdict = "met" if r["met"][k] else "NOT met"
+            lines.append(f"  {what:<30} {r[k]:5.2f}x   target <= {target}x   {verdict}")
+        else:
+            why = " (run with --vs-torch)" if k == "full_vs_torch" else ""
+            lines.append(f"  {what:<30} not measured{why}")
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in r["first_loss"].items())
+    lines.append(f"first-step losses (the same model and batch): {losses}")
+    return "\n".join(lines)
 
 
 # --- generation and attention -------------------------------------------------------------

@@ -339,17 +339,22 @@ def cmd_bench(args):
     from .bench import (
         BENCH_CONFIGS,
         bench_attention,
+        bench_finetune,
         bench_kv_cache,
         bench_training,
         blas_description,
+        cpu_name,
+        format_finetune,
         format_results,
         matmul_peak,
     )
 
-    names = list(BENCH_CONFIGS) if args.config == "all" else [args.config]
+    finetune = args.config == "gpt2-finetune"  # a benchmark of its own, never in "all"
+    names = list(BENCH_CONFIGS) if args.config == "all" else [] if finetune else [args.config]
+    rounds = args.rounds if args.rounds is not None else (3 if finetune else 7)
+    steps = args.steps if args.steps is not None else (1 if finetune else 5)
     # Every flag is checked before the benchmark runs (minutes), not after it.
-    for flag, value in (("--rounds", args.rounds), ("--steps", args.steps),
-                        ("--threads", args.threads)):
+    for flag, value in (("--rounds", rounds), ("--steps", steps), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.json:
@@ -361,14 +366,21 @@ def cmd_bench(args):
             raise ConfigError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
                               "never does") from None
     peak = matmul_peak()
-    print(f"BLAS: {blas_description()}; float32 matmul peak: {peak / 1e9:.0f} GFLOP/s",
-          flush=True)
+    print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; float32 matmul peak: "
+          f"{peak / 1e9:.0f} GFLOP/s", flush=True)
     results = []
+    if finetune:
+        print(f"gpt2-finetune: {rounds} rounds of {steps} step(s) each way, after a warm-up "
+              "step, then each way's peak memory in a fresh process (a few minutes)...",
+              flush=True)
+        results.append(bench_finetune(rounds=rounds, steps=steps, vs_torch=args.vs_torch,
+                                      threads=args.threads, peak=peak))
+        print(format_finetune(results[-1]), flush=True)
     for name in names:
-        results.append(bench_training(name, rounds=args.rounds, steps=args.steps,
+        results.append(bench_training(name, rounds=rounds, steps=steps,
                                       vs_torch=args.vs_torch, threads=args.threads, peak=peak))
         print(format_results(results[-1:]), flush=True)
-    if not args.skip_extras:
+    if not args.skip_extras and not finetune:
         speedup = bench_attention()
         print(f"attention fwd+bwd (B=8, T=256, C=128, nh=4): vectorised is {speedup:.0f}x "
               f"faster than the loop reference", flush=True)
@@ -440,14 +452,23 @@ def build_parser():
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("bench", help="time a training step (and vs PyTorch with --vs-torch)")
-    p.add_argument("--config", choices=["baby", "small", "all"], default="all")
+    p.add_argument("--config", choices=["baby", "small", "all", "gpt2-finetune"],
+                   default="all",
+                   help="default all = baby and small; gpt2-finetune (not in all: minutes) "
+                        "times one step of a 124M GPT-2-shaped model (random weights, B=4, "
+                        "T=256): full fine-tuning vs LoRA r=8 (vs PyTorch with --vs-torch), "
+                        "with the peak memory of each, against issue 12's targets")
     p.add_argument("--vs-torch", action="store_true",
                    help="the same step in PyTorch eager, in alternating rounds")
-    p.add_argument("--rounds", type=int, default=7, help="alternating rounds (median is kept)")
-    p.add_argument("--steps", type=int, default=5, help="training steps per round")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternating rounds, the median is kept (default 7; gpt2-finetune: 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per round (default 5; gpt2-finetune: 1, after one "
+                        "warm-up step each way)")
     p.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all)")
     p.add_argument("--skip-extras", action="store_true",
-                   help="skip the attention and KV-cache benchmarks")
+                   help="skip the attention and KV-cache benchmarks (gpt2-finetune never runs "
+                        "them)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 

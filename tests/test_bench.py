@@ -1,13 +1,16 @@
 """The benchmark code runs and counts right (no timing is asserted: machines are noisy)."""
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
+from clirun import run
 
 from numpygpt import bench
 from numpygpt.cli import main
-from numpygpt.model import GPTConfig
+from numpygpt.errors import ConfigError
+from numpygpt.model import GPTConfig, param_count
 
 
 def test_step_flops_by_hand():
@@ -45,3 +48,130 @@ def test_vs_torch_without_torch_is_a_clear_error(capsys):
     assert main(["bench", "--vs-torch", "--config", "baby"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PyTorch" in err[0]
+
+
+# --- bench --config gpt2-finetune, on a tiny model ----------------------------------------
+
+TINY = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
+FINETUNE_KEYS = ("full_ms_per_step", "lora_ms_per_step", "lora_vs_full", "full_peak_mem_mb",
+                 "lora_peak_mem_mb", "lora_mem_vs_full", "full_gflops", "full_mfu")
+
+
+def test_gpt2_finetune_config_is_gpt2_small():
+    cfg = bench.GPT2_SMALL
+    assert (cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd,
+            cfg.dropout) == (50257, 1024, 12, 12, 768, 0.0)
+    assert param_count(cfg) == 124_439_808  # GPT-2 small's count, wte tied
+    assert bench.FINETUNE_BATCH == (4, 256) and bench.FINETUNE_LORA == (8, 16)
+
+
+def test_finetune_benchmark_runs_on_a_tiny_model_and_reports_every_figure():
+    res = bench.bench_finetune(rounds=2, steps=1, threads=1, peak=1e11, cfg=TINY, B=2, T=8)
+    for key in FINETUNE_KEYS:
+        assert np.isfinite(res[key]) and res[key] > 0, key
+    assert res["config"] == "custom" and (res["batch_size"], res["seq_len"]) == (2, 8)
+    assert res["cpu"] and res["blas"]
+    # every target with a figure gets a verdict; PyTorch's only with vs_torch
+    assert set(res["met"]) == {"lora_vs_full", "lora_mem_vs_full"}
+    assert "torch_ms_per_step" not in res and "full_vs_torch" not in res
+    # B = 0 at first: the LoRA model's first loss is the plain model's, to the bit
+    assert res["first_loss"]["lora"] == res["first_loss"]["full"]
+    # 2 layers x 4 maps, A (in, 8) and B (8, out): 8 (3C + C + C + C + C + 4C + 4C + C)
+    assert res["lora_params"] == 2 * 8 * 16 * 16
+    text = bench.format_finetune(res)
+    for needle in ("LoRA step vs our full step", "target <= 0.75x", "LoRA peak memory",
+                   "not measured (run with --vs-torch)", res["cpu"]):
+        assert needle in text, needle
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_finetune_benchmark_steps_the_same_model_in_torch():
+    res = bench.bench_finetune(rounds=1, steps=1, vs_torch=True, threads=1, peak=1e11,
+                               cfg=TINY, B=2, T=8, memory=False)
+    loss = res["first_loss"]
+    assert loss["torch"] == pytest.approx(loss["full"], rel=1e-5)  # same weights, same batch
+    assert res["full_vs_torch"] > 0 and res["torch_ms_per_step"] > 0
+    assert set(res["met"]) == {"full_vs_torch", "lora_vs_full"}
+    assert "full step vs PyTorch eager" in bench.format_finetune(res)
+
+
+def test_a_lora_step_updates_only_the_adapters():
+    step = bench.numpy_step_fn(TINY, 2, T=8, lora=(4, 8))
+    model = step.model
+    assert set(step.optimizer.params) == model.trainable
+    assert model.trainable and all(".lora_" in k for k in model.trainable)
+    before = {k: v.copy() for k, v in model.params.items()}
+    for _ in range(2):  # two steps: A's gradient is 0 while B = 0
+        step()
+    for k, v in model.params.items():
+        if ".lora_" in k:
+            assert not np.array_equal(v, before[k]), f"{k} did not move"
+        else:
+            assert np.array_equal(v, before[k]), f"frozen {k} changed"
+    batch = np.zeros((2, 8), dtype=np.int64)
+    model.forward(batch, batch)
+    assert set(model.backward()) == model.trainable  # no gradient for a frozen weight
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--rounds", "-1"], "--rounds must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--json", "/no/such/folder/f.json"], "does not exist"),
+    (["--rounds", "x"], "invalid int value"),
+])
+def test_bench_gpt2_finetune_refuses_bad_flags_with_one_line(argv, needle, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the benchmark ran despite a bad flag")
+
+    monkeypatch.setattr(bench, "bench_finetune", boom)
+    monkeypatch.setattr(bench, "matmul_peak", boom)
+    code, out, err = run(["bench", "--config", "gpt2-finetune", *argv], capsys)
+    assert code not in (0, None) and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_bench_all_does_not_run_gpt2_finetune(capsys, monkeypatch):
+    ran = []
+
+    def fake_training(name, **kw):
+        ran.append(name)
+        return {"config": name}
+
+    monkeypatch.setattr(bench, "bench_training", fake_training)
+    monkeypatch.setattr(bench, "bench_finetune", lambda **kw: ran.append("gpt2-finetune"))
+    monkeypatch.setattr(bench, "format_results", lambda results: "")
+    monkeypatch.setattr(bench, "matmul_peak", lambda: 1e11)
+    code, _, _ = run(["bench", "--skip-extras"], capsys)
+    assert code == 0 and ran == ["baby", "small"]
+
+
+def test_bench_gpt2_finetune_cli_prints_the_targets_and_writes_json(tmp_path, capsys,
+                                                                   monkeypatch):
+    calls = []
+    real = bench.bench_finetune
+
+    def tiny(**kw):  # the real code on a tiny model, with the CLI's defaults recorded
+        calls.append(kw)
+        return real(**{**kw, "cfg": TINY, "B": 2, "T": 8, "memory": False})
+
+    monkeypatch.setattr(bench, "bench_finetune", tiny)
+    monkeypatch.setattr(bench, "matmul_peak", lambda: 1e11)
+    out_json = tmp_path / "ft.json"
+    code, out, err = run(["bench", "--config", "gpt2-finetune", "--threads", "1",
+                          "--json", out_json], capsys)
+    assert code == 0, err
+    assert (calls[0]["rounds"], calls[0]["steps"]) == (3, 1)  # the documented defaults
+    assert "LoRA step vs our full step" in out and "CPU:" in out and "BLAS:" in out
+    assert "attention fwd+bwd" not in out  # no extras for gpt2-finetune
+    [res] = json.loads(out_json.read_text())
+    assert res["cpu"] and res["blas"] and "lora_vs_full" in res["met"]
+
+
+@pytest.mark.parametrize("kwargs", [{"rounds": 0}, {"steps": -1}, {"threads": 0},
+                                    {"steps": 1.5}])
+def test_finetune_benchmark_checks_its_arguments_first(kwargs, monkeypatch):
+    monkeypatch.setattr(bench, "numpy_step_fn", lambda *a, **k: pytest.fail("the bench ran"))
+    with pytest.raises(ConfigError):
+        bench.bench_finetune(**kwargs)
