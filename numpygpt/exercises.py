@@ -1651,3 +1651,257 @@ def fast_mode():
 
 __all__ = [name for name in dir() if name.startswith("check_")] + [
     "Report", "bigram_model", "fast_mode", "param_count"]
+
+
+# --- fine-tuning (notebooks 16-18) -----------------------------------------------------------
+
+
+# classification head ------------------------------------------------------------------------
+
+
+def _cls_rows(dlogits, cache):
+    """dlogits @ w.T: the gradient of each sequence's last hidden state, (B, C)."""
+    return dlogits @ cache[3].T
+
+
+def _cls_at_end(dlogits, cache):
+    h_shape, lengths, last, w = cache
+    dh = np.zeros(h_shape, dtype=dlogits.dtype)
+    dh[:, -1] = _cls_rows(dlogits, cache)
+    return dh, last.T @ dlogits, dlogits.sum(0)
+
+
+def _cls_everywhere(dlogits, cache):
+    h_shape, lengths, last, w = cache
+    dh = np.broadcast_to(_cls_rows(dlogits, cache)[:, None, :], h_shape).copy()
+    return dh, last.T @ dlogits, dlogits.sum(0)
+
+
+def _cls_mean_pool(dlogits, cache):
+    h_shape, lengths, last, w = cache
+    real = (np.arange(h_shape[1])[None, :] < lengths[:, None]) / lengths[:, None]  # (B, T)
+    dh = real[:, :, None] * _cls_rows(dlogits, cache)[:, None, :]
+    return dh.astype(dlogits.dtype), last.T @ dlogits, dlogits.sum(0)
+
+
+def _cls_dw_t(dlogits, cache):
+    dh, dw, db = L.classifier_backward(dlogits, cache)
+    return dh, dlogits.T @ cache[2], db
+
+
+def _cls_db_not_summed(dlogits, cache):
+    dh, dw, _ = L.classifier_backward(dlogits, cache)
+    return dh, dw, dlogits.copy()
+
+
+def _cls_db_mean(dlogits, cache):
+    dh, dw, _ = L.classifier_backward(dlogits, cache)
+    return dh, dw, dlogits.mean(0)
+
+
+CLASSIFIER_MISTAKES = [
+    ("the gradient went to position T-1 for every sequence: the head read position "
+     "lengths[b] - 1, the last REAL token; a padded sequence's position T-1 is padding",
+     _cls_at_end),
+    ("the gradient was spread over every position: the head read one position per sequence, "
+     "so dh is zero everywhere else (the padding and the earlier tokens)", _cls_everywhere),
+    ("dh is mean pooling's gradient (divided over the real positions): this head reads only "
+     "the last real token, which gets all of dlogits @ w.T", _cls_mean_pool),
+    ("dw = dlogits.T @ last (transposed): dw must have w's shape (C, K), last.T @ dlogits",
+     _cls_dw_t),
+    ("db not summed over the batch: b is added to every sequence's logits, so db sums "
+     "dlogits over B", _cls_db_not_summed),
+    ("db averaged over the batch instead of summed (the loss already holds the mean)",
+     _cls_db_mean),
+]
+
+
+def check_classifier_backward(fn, show=True):
+    """fn(dlogits, cache) -> (dh, dw, db), with cache = (h_shape, lengths, last, w) as made
+    by layers.classifier_forward(h, lengths, w, b): h (B, T, C) right-padded hidden states,
+    lengths (B,) the real lengths, last (B, C) = h[b, lengths[b] - 1], w (C, K).
+    Tried with padded sequences of different lengths, and with a sequence of length 1."""
+    rng = np.random.default_rng(16)
+
+    def case(lengths, seed, label):
+        lengths = np.array(lengths)
+        B, T = len(lengths), int(lengths.max())
+        return _grad_case(lambda h, w, b: L.classifier_forward(h, lengths, w, b),
+                          {"h": _r(rng, B, T, 5), "w": _r(rng, 5, 3), "b": _r(rng, 3)},
+                          ["h", "w", "b"], seed=seed, label=label,
+                          arg_names=("dlogits", "cache"))
+
+    cases = [case([4, 2, 3], 16, "padded batch"), case([1, 5], 17, "a sequence of length 1")]
+    return _run("classification head backward", fn, cases, CLASSIFIER_MISTAKES, {
+        "call": "shapes: dlogits (B, K); cache = (h_shape, lengths, last, w), last (B, C), "
+                "w (C, K); dh has h's shape (B, T, C)",
+        "dh": "which positions of h did the forward pass read? every other one gets 0",
+        "dw": "logits = last @ w + b, a linear layer on the (B, C) rows `last`",
+        "db": "b is added to every sequence's logits"}, show)
+
+
+# per-sequence mean cross-entropy --------------------------------------------------------------
+
+
+def sequence_mean_ce_forward(logits, targets, ignore_index=-1):
+    """The instruction-tuning loss that weighs every example alike: the mean over the B
+    sequences of (the mean cross-entropy over that sequence's counted targets).
+
+        loss = (1/B) sum_b (1/n_b) sum_{t: y[b,t] != -1} -log softmax(z[b, t])[y[b, t]]
+
+    with n_b the number of counted targets of sequence b (each sequence must have one at
+    least). The usual token mean, (1/N) sum over all N counted targets, lets a long answer
+    weigh n_b times as much as a one-word one.
+
+    Inputs: logits (B, T, V); targets int (B, T), ignore_index for the prompt and padding.
+    Returns (loss, cache): loss a scalar of logits' dtype; cache = (probs (B, T, V), targets).
+    """
+    z = logits - logits.max(axis=-1, keepdims=True)  # (B, T, V)
+    probs = np.exp(z)
+    sumexp = probs.sum(axis=-1, keepdims=True)  # (B, T, 1)
+    probs /= sumexp
+    valid = targets != ignore_index  # (B, T)
+    yv = np.where(valid, targets, 0)
+    logp = np.take_along_axis(z, yv[..., None], axis=-1)[..., 0] - np.log(sumexp[..., 0])
+    n = valid.sum(axis=1)  # (B,) counted targets per sequence
+    per_seq = -(logp * valid).sum(axis=1) / n  # (B,)
+    return logits.dtype.type(per_seq.mean()), (probs, targets)
+
+
+def sequence_mean_ce_backward(dloss, cache, ignore_index=-1):
+    """Backward of sequence_mean_ce_forward: dlogits (B, T, V), which is
+    dloss * (probs - onehot(y)) / (B n_b) on the counted rows of sequence b, 0 elsewhere."""
+    probs, targets = cache
+    B = targets.shape[0]
+    valid = targets != ignore_index  # (B, T)
+    n = valid.sum(axis=1, keepdims=True)  # (B, 1)
+    dz = probs.copy()  # (B, T, V)
+    b_idx, t_idx = np.nonzero(valid)
+    dz[b_idx, t_idx, targets[b_idx, t_idx]] -= 1  # p - onehot(y) on the counted rows
+    weight = valid * (dloss / (B * n))  # (B, T): 1 / (B n_b) there, 0 elsewhere
+    return dz * weight[..., None].astype(dz.dtype)
+
+
+def _sce(dloss, cache, per="seq", zero=True):
+    probs, targets = cache
+    B = targets.shape[0]
+    valid = targets != -1
+    n = valid.sum(axis=1, keepdims=True)
+    dz = probs.copy()
+    b_idx, t_idx = np.nonzero(valid)
+    dz[b_idx, t_idx, targets[b_idx, t_idx]] -= 1
+    scale = {"seq": 1.0 / (B * n), "token": np.full_like(n, 1.0 / valid.sum(), dtype=float),
+             "n_b": 1.0 / n, "B": np.full_like(n, 1.0 / B, dtype=float),
+             "T": np.full_like(n, 1.0 / (B * targets.shape[1]), dtype=float)}[per]
+    weight = (valid if zero else np.ones_like(valid)) * scale * dloss
+    return dz * weight[..., None]
+
+
+SEQUENCE_MEAN_CE_MISTAKES = [
+    ("the token mean's gradient, (p - onehot) / N with N all the counted targets of the "
+     "batch: here each sequence is averaged first, so a row of sequence b gets 1 / (B n_b)",
+     lambda d, c: _sce(d, c, "token")),
+    ("ignored rows not zeroed: a prompt or padding position (target -1) is not in the loss, "
+     "so its logits get no gradient at all", lambda d, c: _sce(d, c, zero=False)),
+    ("divided by n_b only: the outer mean over the B sequences adds a factor 1/B",
+     lambda d, c: _sce(d, c, "n_b")),
+    ("divided by B only: each sequence's loss is itself a mean over its n_b targets",
+     lambda d, c: _sce(d, c, "B")),
+    ("divided by B T (every position, padding and prompt included): n_b counts only the "
+     "targets that are not -1", lambda d, c: _sce(d, c, "T")),
+    ("forgot to multiply by dloss (the upstream gradient; here it is not 1)",
+     lambda d, c: _sce(1.0, c)),
+]
+
+
+def check_sequence_mean_ce_backward(fn, show=True):
+    """fn(dloss, cache) -> dlogits (B, T, V), the gradient of sequence_mean_ce_forward's
+    loss, with cache = (probs (B, T, V), targets (B, T)), targets -1 where ignored. Tried
+    with sequences whose numbers of counted targets differ, and with one sequence only."""
+    rng = np.random.default_rng(17)
+    cases = [
+        _grad_case(sequence_mean_ce_forward,
+                   {"logits": _r(rng, 3, 5, 6, scale=2.0),
+                    "targets": np.array([[-1, -1, 2, 4, 0], [-1, 5, 1, -1, -1],
+                                         [-1, -1, -1, -1, 3]])},
+                   ["logits"], seed=17, arg_names=("dloss", "cache"),
+                   label="3 sequences: 3, 2 and 1 targets"),
+        _grad_case(sequence_mean_ce_forward,
+                   {"logits": _r(rng, 1, 4, 6, scale=2.0),
+                    "targets": np.array([[-1, 1, 1, -1]])},
+                   ["logits"], seed=18, arg_names=("dloss", "cache"), label="one sequence"),
+    ]
+    return _run("per-sequence mean cross-entropy backward", fn, cases,
+                SEQUENCE_MEAN_CE_MISTAKES, {
+                    "call": "shapes: dloss a number; cache = (probs (B, T, V), targets (B, T)); "
+                            "count each sequence's targets with targets != -1",
+                    "dlogits": "write the loss as a weighted sum of per-row cross-entropies: "
+                               "what weight does a counted row of sequence b carry?"}, show)
+
+
+# LoRA -----------------------------------------------------------------------------------------
+
+
+def _lora(dout, cache, scale=True, adapter=True, dA_t=False, dB_t=False):
+    x, w, A, B, u, s = cache
+    s = s if scale else 1.0
+    Din, Dout = w.shape
+    dy = dout.reshape(-1, Dout)
+    x2 = x.reshape(-1, Din)
+    du = s * dy @ B.T  # (N, r)
+    dB = s * u.T @ dy  # (r, Dout)
+    dA = x2.T @ du  # (Din, r)
+    dx = dy @ w.T + (du @ A.T if adapter else 0.0)
+    return dx.reshape(x.shape), (dA.T if dA_t else dA), (dB.T if dB_t else dB)
+
+
+LORA_MISTAKES = [
+    ("forgot the scale s = alpha / r: the adapter's output is s (x A) B, so s multiplies "
+     "dA, dB and the adapter's share of dx", lambda d, c: _lora(d, c, scale=False)),
+    ("dx without the adapter's term: x also flows through A, so dx = dy w^T + s (dy B^T) A^T",
+     lambda d, c: _lora(d, c, adapter=False)),
+    ("dA transposed (r, Din): dA = x^T (s dy B^T) has A's shape (Din, r)",
+     lambda d, c: _lora(d, c, dA_t=True)),
+    ("dB transposed (Dout, r): dB = s (x A)^T dy has B's shape (r, Dout)",
+     lambda d, c: _lora(d, c, dB_t=True)),
+]
+
+
+def check_lora_backward(fn, show=True):
+    """fn(dout, cache) -> (dx, dA, dB), with cache = (x, w, A, B, u, scale) as made by
+    layers.lora_forward(x, w, b, A, B, scale): x (B, T, Din), w (Din, Dout) frozen, A
+    (Din, r), B (r, Dout), u = x @ A flattened to (N, r). w and b are frozen: no dw, no db.
+    Tried with B != 0 (after some training: at B = 0, dA would be 0) and with rank 1."""
+    rng = np.random.default_rng(18)
+
+    def case(r, alpha, seed, label):
+        w, b = _r(rng, 5, 4), _r(rng, 4)
+        scale = alpha / r
+        return _grad_case(lambda x, A, B: L.lora_forward(x, w, b, A, B, scale),
+                          {"x": _r(rng, 2, 3, 5), "A": _r(rng, 5, r), "B": _r(rng, r, 4)},
+                          ["x", "A", "B"], seed=seed, label=label)
+
+    cases = [case(2, 3.0, 18, "r=2, alpha=3"), case(1, 4.0, 19, "r=1, alpha=4")]
+    returned = []
+
+    def counted(dout, cache):
+        out = fn(dout, cache)
+        returned.append(len(out) if isinstance(out, (tuple, list)) else 1)
+        return out
+
+    counted.__name__ = _fn_name(fn)
+    report = _run("LoRA backward", counted if callable(fn) else fn, cases, LORA_MISTAKES, {
+        "call": "shapes: dout (B, T, Dout); cache = (x, w, A, B, u, scale) with u = x @ A of "
+                "shape (N, r), N = B T; flatten x and dout to (N, Din) and (N, Dout)",
+        "dx": "x reaches the output along two paths: through w, and through A then B",
+        "dA": "with u = x @ A, find du first: the adapter's output is scale * u @ B",
+        "dB": "the adapter's output is scale * u @ B: a linear layer on u"}, show=False)
+    if 4 in returned:
+        at = next(i for i, ln in enumerate(report.lines) if ln.startswith("✗ outputs"))
+        report.lines.insert(at + 1, "    this looks like: 4 values, a dw too? w is frozen: the "
+                                    "layer returns no dw (not computing it is what LoRA saves)")
+    return _show(report, show)
+
+
+__all__ += ["check_classifier_backward", "check_sequence_mean_ce_backward",
+            "check_lora_backward", "sequence_mean_ce_forward", "sequence_mean_ce_backward"]

@@ -802,3 +802,146 @@ def test_fast_mode(monkeypatch):
     assert not E.fast_mode()
     monkeypatch.setenv("NUMPYGPT_FAST", "1")
     assert E.fast_mode()
+
+
+# --- the fine-tuning checkers (notebooks 16-18) ---------------------------------------------
+
+
+def classifier_backward(dlogits, cache):
+    h_shape, lengths, last, w = cache
+    dh = np.zeros(h_shape)
+    dh[np.arange(len(lengths)), lengths - 1] = dlogits @ w.T
+    return dh, last.T @ dlogits, dlogits.sum(0)
+
+
+def sequence_mean_ce_backward(dloss, cache):
+    probs, targets = cache
+    valid = targets != -1
+    weight = valid / (targets.shape[0] * valid.sum(1, keepdims=True))
+    onehot = np.zeros_like(probs)
+    b, t = np.nonzero(valid)
+    onehot[b, t, targets[b, t]] = 1
+    return dloss * (probs - onehot) * weight[..., None]
+
+
+def lora_backward(dout, cache):
+    x, w, A, B, u, s = cache
+    dy, x2 = dout.reshape(-1, w.shape[1]), x.reshape(-1, w.shape[0])
+    du = s * dy @ B.T
+    return (dy @ w.T + du @ A.T).reshape(x.shape), x2.T @ du, s * u.T @ dy
+
+
+FINETUNE_CORRECT = {
+    E.check_classifier_backward: classifier_backward,
+    E.check_sequence_mean_ce_backward: sequence_mean_ce_backward,
+    E.check_lora_backward: lora_backward,
+}
+CORRECT.update(FINETUNE_CORRECT)
+CHECKERS = CHECKERS + list(FINETUNE_CORRECT)  # a new list: the parametrized tests above keep theirs
+FINETUNE_CHECKERS = list(FINETUNE_CORRECT)
+
+
+@pytest.mark.parametrize("checker", FINETUNE_CHECKERS, ids=[c.__name__ for c in FINETUNE_CHECKERS])
+def test_finetune_checker_accepts_a_correct_answer_and_rejects_a_stub(checker, capsys):
+    test_checker_accepts_a_correct_answer(checker, capsys)
+    test_checker_rejects_a_stub_and_a_none(checker)
+    assert checker(E.sequence_mean_ce_backward if checker is E.check_sequence_mean_ce_backward
+                   else getattr(L, checker.__name__[6:]), show=False).ok  # the package's own
+
+
+def cls_last_position(dlogits, cache):
+    dh, dw, db = classifier_backward(dlogits, cache)
+    h_shape, lengths, last, w = cache
+    dh = np.zeros(h_shape)
+    dh[:, -1] = dlogits @ w.T
+    return dh, dw, db
+
+
+def cls_everywhere(dlogits, cache):
+    dh, dw, db = classifier_backward(dlogits, cache)
+    return np.broadcast_to((dlogits @ cache[3].T)[:, None], dh.shape).copy(), dw, db
+
+
+def sce_token_mean(dloss, cache):
+    probs, targets = cache
+    valid = targets != -1
+    return sequence_mean_ce_backward(dloss, cache) * (targets.shape[0] * valid.sum(1))[
+        :, None, None] / valid.sum()
+
+
+def sce_not_zeroed(dloss, cache):
+    probs, targets = cache
+    valid = targets != -1
+    onehot = np.zeros_like(probs)
+    b, t = np.nonzero(valid)
+    onehot[b, t, targets[b, t]] = 1
+    return dloss * (probs - onehot) / (targets.shape[0] * valid.sum(1))[:, None, None]
+
+
+def sce_n_b_only(dloss, cache):
+    return sequence_mean_ce_backward(dloss, cache) * cache[1].shape[0]
+
+
+def lora_no_scale(dout, cache):
+    x, w, A, B, u, s = cache
+    return lora_backward(dout, (x, w, A, B, u, 1.0))
+
+
+def lora_no_adapter_dx(dout, cache):
+    dx, dA, dB = lora_backward(dout, cache)
+    return dout @ cache[1].T, dA, dB
+
+
+def lora_dA_with_B(dout, cache):  # dA = (x^T dy B^T)^T: B where B^T belongs, shapes swapped
+    x, w, A, B, u, s = cache
+    dx, dA, dB = lora_backward(dout, cache)
+    return dx, dA.T, dB
+
+
+def lora_with_dw(dout, cache):
+    x, w = cache[0], cache[1]
+    dx, dA, dB = lora_backward(dout, cache)
+    return dx, x.reshape(-1, w.shape[0]).T @ dout.reshape(-1, w.shape[1]), dA, dB
+
+
+WRONG += [
+    pytest.param(E.check_classifier_backward, cls_last_position, "dh", "position T-1",
+                 id="classifier-last-position"),
+    pytest.param(E.check_classifier_backward, cls_everywhere, "dh", "spread over every",
+                 id="classifier-everywhere"),
+    pytest.param(E.check_classifier_backward, lambda d, c: (*classifier_backward(d, c)[:1],
+                                                            d.T @ c[2], d.sum(0)),
+                 "dw", "transposed", id="classifier-dw-transposed"),
+    pytest.param(E.check_classifier_backward, lambda d, c: (*classifier_backward(d, c)[:2],
+                                                            d.copy()),
+                 "db", "db not summed over the batch", id="classifier-db-not-summed"),
+    pytest.param(E.check_sequence_mean_ce_backward, sce_token_mean, "dlogits",
+                 "the token mean's gradient", id="sequence-ce-token-mean"),
+    pytest.param(E.check_sequence_mean_ce_backward, sce_not_zeroed, "dlogits",
+                 "ignored rows not zeroed", id="sequence-ce-not-zeroed"),
+    pytest.param(E.check_sequence_mean_ce_backward, sce_n_b_only, "dlogits",
+                 "divided by n_b only", id="sequence-ce-n-b-only"),
+    pytest.param(E.check_lora_backward, lora_no_scale, "dA", "forgot the scale",
+                 id="lora-no-scale"),
+    pytest.param(E.check_lora_backward, lora_no_adapter_dx, "dx", "dx without the adapter",
+                 id="lora-dx-no-adapter"),
+    pytest.param(E.check_lora_backward, lora_dA_with_B, "dA", "dA transposed",
+                 id="lora-dA-transposed"),
+]
+
+
+def test_lora_checker_names_a_dw_returned_too():
+    report = E.check_lora_backward(lora_with_dw, show=False)
+    text = flat(str(report))
+    assert not report.ok and "returned 4 value(s); expected 3: dx, dA, dB" in text
+    assert "this looks like: 4 values, a dw too? w is frozen" in text
+
+
+def test_sequence_mean_ce_reference_weighs_each_sequence_alike():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 4, 5))
+    targets = np.array([[1, -1, -1, -1], [2, 3, 4, 0]])
+    loss, _ = E.sequence_mean_ce_forward(logits, targets)
+    per = [L.softmax_cross_entropy_forward(logits[b], targets[b])[0] for b in range(2)]
+    assert np.isclose(loss, np.mean(per))
+    assert not np.isclose(loss, L.softmax_cross_entropy_forward(logits, targets)[0])
