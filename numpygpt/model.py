@@ -514,11 +514,10 @@ class GPT:
             if cfg.pos_encoding == "learned":
                 dx, grads["wpe.weight"] = L.learned_positional_backward(dx, cache.pos)
             if "wte.weight" in train:
-                # wte is used twice, by the lookup and by the LM head: its gradient is the sum
-                # (the head part is 0 for a classify() loss, which does not use the LM head)
-                dwte = L.embedding_backward(dx, cache.wte)
-                grads["wte.weight"] = dwte + grads["wte.weight"] if "wte.weight" in grads \
-                    else dwte
+                # wte is used twice, by the lookup and by the LM head: its gradient is the sum,
+                # the lookup's added into the head's (classify() has no LM head: a new array)
+                grads["wte.weight"] = L.embedding_backward(dx, cache.wte,
+                                                           out=grads.get("wte.weight"))
         return {k: grads[k] for k in p if k in train}  # same order as params
 
     # One transformer block, forward and backward side by side: each backward line undoes the

@@ -23,7 +23,7 @@ def embedding_forward(idx, wte, padding_idx=None):
     return out, cache
 
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout, cache, out=None):
     """Backward pass of the lookup.
 
     Row v of dwte is the sum of dout over every position where idx == v. A token that occurs
@@ -33,13 +33,18 @@ def embedding_backward(dout, cache):
     Inputs:
     - dout: upstream gradient, idx.shape + (C,)
     - cache: from embedding_forward
+    - out: optional (V, C) array to add the gradient into, instead of a new zeroed one. The
+      model passes its LM head's dwte (wte is used twice): at GPT-2's size this saves
+      allocating, zeroing and summing a second 154 MB array, a few tenths of a second a step.
 
     Returns:
-    - dwte: (V, C). (The integer ids have no gradient.)
+    - dwte: (V, C) (`out` itself when given). (The integer ids have no gradient.)
     """
     idx, shape, dtype, padding_idx = cache
-    dwte = np.zeros(shape, dtype=dtype)  # (V, C)
-    np.add.at(dwte, idx.reshape(-1), dout.reshape(-1, shape[1]))
-    if padding_idx is not None:
-        dwte[padding_idx] = 0  # the padding vector stays fixed, as in nn.Embedding
+    dwte = np.zeros(shape, dtype=dtype) if out is None else out  # (V, C)
+    ids, rows = idx.reshape(-1), dout.reshape(-1, shape[1])  # (N,), (N, C)
+    if padding_idx is not None:  # the padding vector stays fixed, as in nn.Embedding
+        keep = ids != padding_idx
+        ids, rows = ids[keep], rows[keep]
+    np.add.at(dwte, ids, rows)
     return dwte
