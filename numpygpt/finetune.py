@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import tasks
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, validate_params
+from .checkpoint import CheckpointError, load_checkpoint, validate_params
 from .data import tokenizer_from_dict
 from .errors import ConfigError, UserError, check_int, check_real
 from .io import atomic_write_json, quote
@@ -46,7 +46,8 @@ from .train import (
     _StopFlag,
     _write_log,
     check_out_folder,
-    remove_stale_temp_files,
+    save_run,
+    write_in_run,
 )
 
 TASKS = ("classify", "instruct")
@@ -452,25 +453,15 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
     probe = np.random.default_rng([cfg.seed, 2]).permutation(n_train)[:256]
 
     def write(what, fn, *args):
-        try:
-            return fn(*args)
-        except OSError as e:
-            raise TrainingError(f"cannot write {what} in {where}: {e.strerror or e}; the last "
-                                f"saved checkpoint there is intact") from None
+        return write_in_run(out, what, fn, *args)
 
     def save(step_now):
-        state = opt.state_dict()
-        bad = next((k for k, a in model.params.items() if not np.isfinite(a).all()), None)
+        bad = save_run(out, {"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
+                             "base": base_what}, tokenizer, model, opt, step_now, data_rng)
         if bad is not None:
-            raise TrainingError(f"the weight {bad} became non-finite at step {step_now}; "
-                                f"stopped without saving (try a lower --lr)")
-        write("the checkpoint", remove_stale_temp_files, out)
-        write("the checkpoint", lambda: save_checkpoint(
-            out, config={"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
-                         "base": base_what},
-            tokenizer=tokenizer.to_dict(), params=model.params, optimizer=state,
-            train_state={"step": step_now, "data_rng": data_rng.bit_generator.state,
-                         "model_rng": model.rng.bit_generator.state}))
+            raise TrainingError(f"{bad} became non-finite at step {step_now}; stopped without "
+                                f"saving. The last good checkpoint is in {where}. Try a lower "
+                                f"--lr")
 
     def log(row):
         history.append(row)

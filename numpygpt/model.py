@@ -401,11 +401,7 @@ class GPT:
         # LM head tied to the token embedding: logits = xf @ wte.T (no bias)
         B, T, C = xf.shape
         logits = (xf.reshape(B * T, C) @ self.params["wte.weight"].T).reshape(B, T, -1)  # (B,T,V)
-
-        loss = loss_cache = None
-        if targets is not None:
-            loss, loss_cache = L.softmax_cross_entropy_forward(logits, targets)
-            loss = float(loss)
+        loss, loss_cache = _loss(logits, targets)
         self._cache = ModelCache(*body, xf, "lm", None, loss_cache)
         return logits, loss
 
@@ -436,10 +432,7 @@ class GPT:
         xf, body = self._body_forward(idx, rng)  # (B, T, C)
         logits, head = L.classifier_forward(xf, lengths, self.params["score.weight"],
                                             self.params["score.bias"])  # (B, K)
-        loss = loss_cache = None
-        if labels is not None:
-            loss, loss_cache = L.softmax_cross_entropy_forward(logits, labels)
-            loss = float(loss)
+        loss, loss_cache = _loss(logits, labels)
         self._cache = ModelCache(*body, xf, "classifier", head, loss_cache)
         return logits, loss
 
@@ -676,6 +669,15 @@ class GPT:
             x = x + m
         xf, _ = L.layernorm_forward(x[:, -1, :], p["ln_f.weight"], p["ln_f.bias"])  # (B, C)
         return xf @ p["wte.weight"].T, new_past  # (B, V)
+
+
+def _loss(logits, targets):
+    """(loss as a float, its cache) of the softmax cross-entropy; (None, None) without
+    targets."""
+    if targets is None:
+        return None, None
+    loss, cache = L.softmax_cross_entropy_forward(logits, targets)
+    return float(loss), cache
 
 
 def _check_labels(name, values, B, low, high):

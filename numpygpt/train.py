@@ -449,29 +449,13 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
             f"good checkpoint is in {where}. Try a lower --lr or --grad-clip 1.0")
 
     def write(what, fn, *args):
-        """A write into the run folder; a full disk or a lost permission is one line."""
-        try:
-            return fn(*args)
-        except OSError as e:
-            raise TrainingError(f"cannot write {what} in {where}: {e.strerror or e}; the last "
-                                f"saved checkpoint there is intact") from None
+        return write_in_run(out, what, fn, *args)
 
     def save(step_now):
-        # A finite loss does not prove a finite state: AdamW's v overflows to inf with
-        # gradients above ~1e19 while the update stays finite. Never save inf or nan.
-        state = opt.state_dict()
-        arrays = [(f"the weight {k}", a) for k, a in model.params.items()]
-        arrays += [(f"AdamW's {slot} of {k}", a) for slot, d in state["slots"].items()
-                   for k, a in d.items()]
-        bad = next((name for name, a in arrays if not np.isfinite(a).all()), None)
+        bad = save_run(out, {"model": mcfg.to_dict(), "train": asdict(cfg)}, tokenizer, model,
+                       opt, step_now, data_rng)
         if bad is not None:
             stop_nonfinite(bad, "non-finite", step_now)
-        write("the checkpoint", remove_stale_temp_files, out)
-        write("the checkpoint", lambda: save_checkpoint(
-            out, config={"model": mcfg.to_dict(), "train": asdict(cfg)},
-            tokenizer=tokenizer.to_dict(), params=model.params, optimizer=state,
-            train_state={"step": step_now, "data_rng": data_rng.bit_generator.state,
-                         "model_rng": model.rng.bit_generator.state}))
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -566,6 +550,40 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
         }
         write("metrics.json", atomic_write_json, out / "metrics.json", metrics)
     return TrainResult(model, tokenizer, metrics, history)
+
+
+def write_in_run(out, what, fn, *args):
+    """fn(*args), a write into the run folder `out`: a full disk or a lost permission becomes
+    one line (a TrainingError), saying that the last saved checkpoint is intact."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise TrainingError(f"cannot write {what} in {quote(out)}: {e.strerror or e}; the last "
+                            f"saved checkpoint there is intact") from None
+
+
+def save_run(out, config, tokenizer, model, opt, step, data_rng):
+    """Save a run's checkpoint in `out` (atomically): the model, the optimizer's state, the
+    step and both RNG states, so that a resumed run continues exactly. Used by train() and
+    numpygpt.finetune.
+
+    Returns None, or (nothing written) the name of the first array that is not finite: a
+    finite loss does not prove a finite state (AdamW's v overflows to inf with gradients
+    above ~1e19 while the update stays finite), and inf or nan is never saved.
+    """
+    state = opt.state_dict()
+    arrays = [(f"the weight {k}", a) for k, a in model.params.items()]
+    arrays += [(f"AdamW's {slot} of {k}", a) for slot, d in state["slots"].items()
+               for k, a in d.items()]
+    bad = next((name for name, a in arrays if not np.isfinite(a).all()), None)
+    if bad is not None:
+        return bad
+    write_in_run(out, "the checkpoint", remove_stale_temp_files, out)
+    write_in_run(out, "the checkpoint", lambda: save_checkpoint(
+        out, config=config, tokenizer=tokenizer.to_dict(), params=model.params,
+        optimizer=state, train_state={"step": step, "data_rng": data_rng.bit_generator.state,
+                                      "model_rng": model.rng.bit_generator.state}))
+    return None
 
 
 def _accumulated_grads(model, ids, cfg, rng):
