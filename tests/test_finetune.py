@@ -213,3 +213,21 @@ def test_a_gpt2_folder_with_a_bpe_tokenizer_fine_tunes_and_answers(tmp_path, qa_
     code, stdout, err = run(["sample", "--ckpt", out, "--prompt", "reverse axis", "--tokens", "8",
                              "--temperature", "0"], capsys)
     assert code == 0 and "### Response" not in stdout, err
+
+
+def test_ctrl_c_saves_where_it_stopped_and_resume_continues(base, tmp_path):
+    import os
+    import signal
+
+    def interrupt(row):
+        if row.get("step") == 4 and "loss" in row:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C during step 4's log
+
+    out = tmp_path / "stopped"
+    cfg = quick(base, out, max_iters=10, log_interval=2)
+    result = finetune(cfg, progress=False, callback=interrupt)
+    assert result.metrics["interrupted"] and result.metrics["step"] == 4
+    assert load_checkpoint(out).train_state["step"] == 4
+    assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
+    resumed = finetune(cfg, resume=True, progress=False)
+    assert resumed.metrics["step"] == 10 and not resumed.metrics["interrupted"]
