@@ -345,12 +345,18 @@ def cmd_bench(args):
         blas_description,
         cpu_name,
         format_finetune,
+        format_profile,
         format_results,
         matmul_peak,
+        profile_step,
+        profile_torch_step,
     )
 
-    finetune = args.config == "gpt2-finetune"  # a benchmark of its own, never in "all"
-    names = list(BENCH_CONFIGS) if args.config == "all" else [] if finetune else [args.config]
+    config = args.config or ("small" if args.profile else "all")
+    if args.profile and config not in BENCH_CONFIGS:
+        raise ConfigError(f"--profile takes one config, baby or small, not {config}")
+    finetune = config == "gpt2-finetune"  # a benchmark of its own, never in "all"
+    names = list(BENCH_CONFIGS) if config == "all" else [] if finetune else [config]
     rounds = args.rounds if args.rounds is not None else (3 if finetune else 7)
     steps = args.steps if args.steps is not None else (1 if finetune else 5)
     # Every flag is checked before the benchmark runs (minutes), not after it.
@@ -369,6 +375,18 @@ def cmd_bench(args):
     print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; float32 matmul peak: "
           f"{peak / 1e9:.0f} GFLOP/s", flush=True)
     results = []
+    if args.profile:  # where one step's time goes
+        print(f"profiling {config}: 2 warm-up steps, then {steps} plain and {steps} profiled "
+              "steps, alternating" + (", then PyTorch's" if args.vs_torch else "") + "...",
+              flush=True)
+        res = profile_step(config, steps=steps, threads=args.threads, peak=peak)
+        th = profile_torch_step(config, steps=steps, threads=args.threads) if args.vs_torch \
+            else None
+        if th is not None:
+            res["torch"] = th
+        print(format_profile(res, th), flush=True)
+        results.append(res)
+        names = []  # the profile replaces the timings below
     if finetune:
         print(f"gpt2-finetune: {rounds} rounds of {steps} step(s) each way, after a warm-up "
               "step, then each way's peak memory in a fresh process (a few minutes)...",
@@ -380,7 +398,7 @@ def cmd_bench(args):
         results.append(bench_training(name, rounds=rounds, steps=steps,
                                       vs_torch=args.vs_torch, threads=args.threads, peak=peak))
         print(format_results(results[-1:]), flush=True)
-    if not args.skip_extras and not finetune:
+    if not (args.skip_extras or finetune or args.profile):
         speedup = bench_attention()
         print(f"attention fwd+bwd (B=8, T=256, C=128, nh=4): vectorised is {speedup:.0f}x "
               f"faster than the loop reference", flush=True)
@@ -453,11 +471,18 @@ def build_parser():
 
     p = sub.add_parser("bench", help="time a training step (and vs PyTorch with --vs-torch)")
     p.add_argument("--config", choices=["baby", "small", "all", "gpt2-finetune"],
-                   default="all",
-                   help="default all = baby and small; gpt2-finetune (not in all: minutes) "
-                        "times one step of a 124M GPT-2-shaped model (random weights, B=4, "
-                        "T=256): full fine-tuning vs LoRA r=8 (vs PyTorch with --vs-torch), "
-                        "with the peak memory of each, against issue 12's targets")
+                   default=None,
+                   help="default all = baby and small (with --profile: small); gpt2-finetune "
+                        "(not in all: minutes) times one step of a 124M GPT-2-shaped model "
+                        "(random weights, B=4, T=256): full fine-tuning vs LoRA r=8 (vs "
+                        "PyTorch with --vs-torch), with the peak memory of each, against "
+                        "its targets (full <= PyTorch; LoRA <= 0.75x the time and <= 0.6x "
+                        "the memory of full)")
+    p.add_argument("--profile", action="store_true",
+                   help="where one training step's time goes, layer by layer, forward and "
+                        "backward, GEMM vs elementwise against the GEMM peak (median of "
+                        "--steps profiled steps; one config; with --vs-torch also PyTorch's "
+                        "step by operator, from torch.profiler)")
     p.add_argument("--vs-torch", action="store_true",
                    help="the same step in PyTorch eager, in alternating rounds")
     p.add_argument("--rounds", type=int, default=None,

@@ -175,3 +175,120 @@ def test_finetune_benchmark_checks_its_arguments_first(kwargs, monkeypatch):
     monkeypatch.setattr(bench, "numpy_step_fn", lambda *a, **k: pytest.fail("the bench ran"))
     with pytest.raises(ConfigError):
         bench.bench_finetune(**kwargs)
+
+
+# --- bench --profile, on a tiny model -----------------------------------------------------
+
+TINY_DROP = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
+
+
+def test_profile_rows_add_up_to_the_profiled_step():
+    res = bench.profile_step(steps=1, threads=1, peak=1e11, cfg=TINY_DROP, B=2, T=8)
+    rows = {r["row"]: r for r in res["rows"]}
+    assert list(rows) == list(bench.PROFILE_ROWS)  # every row ran (dropout > 0: a real one)
+    for r in res["rows"]:
+        parts = [r[k] for k in ("forward_ms", "backward_ms", "update_ms") if k in r]
+        assert r["total_ms"] == pytest.approx(sum(parts)) and all(p >= 0 for p in parts), r
+    # one step: the rows are that step (the glue is what the layers leave of each phase; it
+    # would go negative, caught above, if a layer's time were counted twice)
+    assert res["rows_ms"] == pytest.approx(res["profiled_ms_per_step"], rel=1e-6)
+    assert sum(r["share"] for r in res["rows"]) == pytest.approx(1.0)
+    assert res["gemm_ms"] + res["elementwise_ms"] == pytest.approx(res["rows_ms"])
+    assert res["ms_per_step"] > 0 and res["at_peak_ms"] > 0
+    # per direction: wte, position, dropout, ln_f, the loss, and 10 per block (2 layer norms,
+    # 4 linear maps, 2 dropouts, the heads, GELU)
+    assert res["layer_calls"] == 2 * (5 + 10 * 2)
+    text = bench.format_profile(res)
+    for needle in ("linear c_attn", "attention heads", bench.GLUE, "AdamW", "elementwise",
+                   "layer calls per step", "if every GEMM ran at the peak", res["cpu"]):
+        assert needle in text, needle
+
+
+def test_profile_gemm_flops_by_hand():
+    """N = B T rows; each linear map: 2 N Din Dout forward, twice that backward (dx and dw);
+    the heads: q k^T and att @ v, 2 B T T C each, forward, four such backward; the LM head
+    2 N C V forward, two such backward; nothing else has matrix products."""
+    B, T, C, V, nl = 2, 8, 16, 50, 2
+    N = B * T
+    res = bench.profile_step(steps=1, threads=1, peak=1e11, cfg=TINY_DROP, B=B, T=T)
+    gflop = {r["row"]: r["gflop"] * 1e9 for r in res["rows"]}
+    maps = {"linear c_attn": (C, 3 * C), "linear attn.c_proj": (C, C),
+            "linear mlp.c_fc": (C, 4 * C), "linear mlp.c_proj": (4 * C, C)}
+    for row, (Din, Dout) in maps.items():
+        assert gflop[row] == pytest.approx(nl * 3 * 2 * N * Din * Dout), row
+    assert gflop["attention heads"] == pytest.approx(nl * 6 * 2 * B * T * T * C)
+    assert gflop[bench.GLUE] == pytest.approx(3 * 2 * N * C * V)
+    assert all(gflop[r] == 0 for r in ("embedding", "positional", "dropout", "layer norm",
+                                       "GELU", "softmax cross-entropy", "clip", "AdamW"))
+    assert sum(gflop.values()) == pytest.approx(bench.step_flops(TINY_DROP, B, T))
+    assert bench.gemm_flops("linear_backward", (None, (np.ones((N, C)), np.ones((C, 4 * C)))),
+                            {"frozen": True}) == 2 * N * C * 4 * C  # no dw for a frozen w
+
+
+def test_timed_layers_restores_every_layer_function_also_on_an_error():
+    from numpygpt import layers as L
+
+    names = [f"{k}_{d}" for k in bench.PROFILED_LAYERS for d in ("forward", "backward")]
+    before = {n: getattr(L, n) for n in names}
+    with bench.timed_layers({}) as record:
+        assert all(getattr(L, n) is not before[n] for n in names)
+        L.gelu_forward(np.ones((2, 3)))
+    assert set(record) == {("GELU", "forward")}
+    assert all(getattr(L, n) is before[n] for n in names)
+    step = bench.numpy_step_fn(TINY, 2, T=8)
+    with pytest.raises(ValueError), bench.timed_layers({}):
+        step.model.forward(np.full((2, 8), 99), None)  # id 99 >= vocab_size 50
+    assert all(getattr(L, n) is before[n] for n in names)
+    with pytest.raises(RuntimeError, match="boom"), bench.timed_layers({}):
+        raise RuntimeError("boom")
+    assert all(getattr(L, n) is before[n] for n in names)
+
+
+def test_torch_profile_groups_the_same_step_by_operator():
+    pytest.importorskip("torch")
+    res = bench.profile_torch_step(steps=1, threads=1, cfg=TINY_DROP, B=2, T=8)
+    if "unavailable" in res:
+        pytest.skip(res["unavailable"])
+    groups = res["groups"]
+    assert groups["GEMM (mm, addmm, bmm)"] > 0 and groups["attention (SDPA)"] > 0
+    assert groups["AdamW + clip (_foreach ops)"] > 0
+    # every op's own time once, plus the Python between ops: the profiled step
+    assert sum(groups.values()) >= 0.99 * res["profiled_ms_per_step"]
+    text = bench.format_profile(
+        bench.profile_step(steps=1, threads=1, peak=1e11, cfg=TINY, B=2, T=8), res)
+    assert "torch.profiler" in text and "attention (SDPA)" in text
+    assert "no breakdown" in bench.format_profile(
+        bench.profile_step(steps=1, threads=1, peak=1e11, cfg=TINY, B=2, T=8),
+        {"unavailable": "torch.profiler cannot be imported (test)"})
+
+
+def test_bench_profile_cli_prints_the_table_and_writes_json(tmp_path, capsys, monkeypatch):
+    calls = []
+    real = bench.profile_step
+
+    def tiny(name, **kw):  # the real code on a tiny model, with the CLI's arguments recorded
+        calls.append((name, kw))
+        return real(name, **{**kw, "cfg": TINY, "B": 2, "T": 8})
+
+    monkeypatch.setattr(bench, "profile_step", tiny)
+    monkeypatch.setattr(bench, "matmul_peak", lambda: 1e11)
+    out_json = tmp_path / "profile.json"
+    code, out, err = run(["bench", "--profile", "--steps", "2", "--threads", "1",
+                          "--json", out_json], capsys)
+    assert code == 0, err
+    assert calls == [("small", {"steps": 2, "threads": 1, "peak": 1e11})]  # small by default
+    for needle in ("where one training step's time goes", "linear mlp.c_fc", bench.GLUE,
+                   "sum of the rows", "CPU:", "BLAS:"):
+        assert needle in out, needle
+    assert "attention fwd+bwd" not in out and "tok/s" not in out  # the profile only
+    [res] = json.loads(out_json.read_text())
+    assert [r["row"] for r in res["rows"]][-2:] == ["clip", "AdamW"]
+
+
+@pytest.mark.parametrize("config", ["all", "gpt2-finetune"])
+def test_bench_profile_takes_one_config(config, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "matmul_peak", lambda: pytest.fail("the benchmark ran"))
+    code, _, err = run(["bench", "--profile", "--config", config], capsys)
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and len(lines) == 1, err
+    assert "--profile takes one config" in lines[0]
