@@ -12,7 +12,8 @@ Two implementations that compute the same numbers:
   instead of a tanh (faster), and the derivative reuses s:
       gelu'(x) = s + x * 2 s (1 - s) * du/dx = s (1 + x (1 - s) 2 du/dx)
   This is elementwise work on the largest activations of the model (B, T, 4C), so both passes
-  run in place on one scratch buffer instead of allocating a temporary per operation.
+  run in place on one scratch buffer instead of allocating a temporary per operation, one
+  cache-sized block at a time (see below).
 """
 
 import math
@@ -41,14 +42,32 @@ def gelu_reference_backward(dout, cache):
     return dout * (0.5 * (1 + tanh_u) + 0.5 * x * (1 - tanh_u**2) * du_dx)
 
 
-# --- in place, with a sigmoid (hot path) ---------------------------------------------------
+# --- in place, with a sigmoid, in cache-sized blocks (hot path) ------------------------------
+#
+# Each line of the chains below is one pass over the array. On the MLP's (B, T, 4C)
+# activations (25 MB at the small config) every pass would stream the whole array from memory
+# and back, eight times over: the time goes into memory traffic, not arithmetic. So each chain
+# runs on one block of BLOCK elements at a time, small enough for the block's arrays to stay
+# in the core's cache between passes. Every element sees the same operations in the same
+# order as in one pass over the whole array: the result is bit-identical. (Measured on a
+# 2-core AMD EPYC at (16, 256, 1536) float32: the backward about 1.5x faster, the forward,
+# whose exp is arithmetic-bound, less. Threads over the blocks did not pay there.)
+
+BLOCK = 1 << 16  # elements per block (256 kB of float32 per array)
 
 
-def gelu_forward(x):
-    """Inputs: x of any shape. Returns (out, cache): out = gelu(x), same shape and dtype;
-    the cache is (x, s) with s = sigmoid(2u)."""
+def _in_blocks(chain, *arrays):
+    """chain(*blocks) for consecutive blocks of BLOCK elements of the same-shaped,
+    C-contiguous arrays (the chain writes its result into the last ones)."""
+    flat = [a.reshape(-1) for a in arrays]  # views of the same memory
+    for start in range(0, flat[0].size, BLOCK):
+        chain(*(f[start:start + BLOCK] for f in flat))
+
+
+def _gelu_forward_block(x, s, out):
+    """On one block: s = sigmoid(2u), out = x * s."""
     scalar = x.dtype.type  # the constants below in x's dtype, rounded once
-    s = x * x  # scratch buffer, becomes s step by step
+    np.multiply(x, x, out=s)  # s becomes sigmoid(2u) step by step
     s *= scalar(2 * _K * _A)
     s += scalar(2 * _K)
     s *= x  # 2u = 2K (x + A x^3) = x (2K + 2KA x^2): products, no slow power
@@ -59,15 +78,13 @@ def gelu_forward(x):
         np.exp(s, out=s)
     s += scalar(1.0)
     np.reciprocal(s, out=s)
-    out = x * s
-    return out, (x, s)
+    np.multiply(x, s, out=out)
 
 
-def gelu_backward(dout, cache):
-    """Returns dx = dout * gelu'(x), with gelu'(x) = s (1 + x (1 - s) 2 du/dx)."""
-    x, s = cache
+def _gelu_backward_block(x, s, dout, g):
+    """On one block: g = dout * s (1 + x (1 - s) 2 du/dx)."""
     scalar = x.dtype.type
-    g = x * x  # scratch buffer, becomes gelu'(x)
+    np.multiply(x, x, out=g)  # g becomes gelu'(x) step by step
     g *= scalar(6 * _K * _A)
     g += scalar(2 * _K)  # 2 du/dx = 2K (1 + 3A x^2)
     g *= x
@@ -75,4 +92,20 @@ def gelu_backward(dout, cache):
     g += scalar(1.0)
     g *= s
     g *= dout
+
+
+def gelu_forward(x):
+    """Inputs: x of any shape. Returns (out, cache): out = gelu(x), same shape and dtype;
+    the cache is (x, s) with s = sigmoid(2u)."""
+    x = np.ascontiguousarray(x)
+    s, out = np.empty_like(x), np.empty_like(x)
+    _in_blocks(_gelu_forward_block, x, s, out)
+    return out, (x, s)
+
+
+def gelu_backward(dout, cache):
+    """Returns dx = dout * gelu'(x), with gelu'(x) = s (1 + x (1 - s) 2 du/dx)."""
+    x, s = cache
+    g = np.empty_like(x)
+    _in_blocks(_gelu_backward_block, x, s, np.ascontiguousarray(dout, dtype=x.dtype), g)
     return g
