@@ -160,13 +160,19 @@ def attention_core_forward(qkv, n_head, attn_pdrop=0.0, rng=None):
 
     # scores (q / sqrt(hs)) k^T: scaling q (T x hs) is cheaper than scaling the scores (T x T);
     # the scale keeps the scores at unit variance, so the softmax does not saturate
-    att = (q * qkv.dtype.type(1.0 / np.sqrt(hs))) @ k.swapaxes(-1, -2)  # (B, nh, T, T)
-    _masked_softmax_(att)  # (B, nh, T, T) probs, in place
-
+    qs = q * qkv.dtype.type(1.0 / np.sqrt(hs))  # (B, nh, T, hs)
+    att = np.empty((B, n_head, T, T), dtype=qkv.dtype)  # the probabilities, kept for backward
     drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, qkv.dtype)
-    att_used = att if drop_mask is None else att * drop_mask
     y = np.empty((B, T, C), dtype=qkv.dtype)  # heads side by side, as c_proj wants them
-    np.matmul(att_used, v, out=_heads_view(y, n_head))  # (B, nh, T, hs), written in place
+    y_heads = _heads_view(y, n_head)  # (B, nh, T, hs) view: matmul writes into y directly
+    # One sequence at a time: its (nh, T, T) scores stay in the cache from the matmul through
+    # the softmax's passes to the product with v, instead of streaming the whole (B, nh, T, T)
+    # array through memory once per pass. The same operations per element: the same numbers.
+    for b in range(B):
+        np.matmul(qs[b], k[b].swapaxes(-1, -2), out=att[b])  # (nh, T, T) scores
+        _masked_softmax_(att[b])  # probabilities, in place
+        p = att[b] if drop_mask is None else att[b] * drop_mask[b]
+        np.matmul(p, v[b], out=y_heads[b])  # (nh, T, hs)
     return y, AttentionCoreCache(q, k, v, att, drop_mask)
 
 
@@ -183,21 +189,23 @@ def attention_core_backward(dy, cache):
     B, nh, T, hs = q.shape
     dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
 
-    att_used = att if drop_mask is None else att * drop_mask
     # dq, dk, dv are written straight into their slots of dqkv (B, T, 3, nh, hs), the layout
     # of the qkv projection's output, so no stacking or transposing copies are needed
     dqkv = np.empty((B, T, 3, nh, hs), dtype=q.dtype)
     dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs)
-    np.matmul(att_used.swapaxes(-1, -2), dy, out=dv)
-    datt = dy @ v.swapaxes(-1, -2)  # (B, nh, T, T)
-    if drop_mask is not None:
-        datt *= drop_mask
-    _softmax_backward_(datt, att)  # (B, nh, T, T) gradient of the scaled scores
     scale = q.dtype.type(1.0 / np.sqrt(hs))  # scores = (scale q) k^T
-    np.matmul(datt, k, out=dq)
-    dq *= scale
-    np.matmul(datt.swapaxes(-1, -2), q, out=dk)
-    dk *= scale
+    datt = np.empty((nh, T, T), dtype=q.dtype)  # one sequence's, reused (see the forward)
+    for b in range(B):
+        p = att[b] if drop_mask is None else att[b] * drop_mask[b]  # what multiplied v
+        np.matmul(p.swapaxes(-1, -2), dy[b], out=dv[b])
+        np.matmul(dy[b], v[b].swapaxes(-1, -2), out=datt)  # (nh, T, T)
+        if drop_mask is not None:
+            datt *= drop_mask[b]
+        _softmax_backward_(datt, att[b])  # gradient of the scaled scores
+        np.matmul(datt, k[b], out=dq[b])
+        dq[b] *= scale
+        np.matmul(datt.swapaxes(-1, -2), q[b], out=dk[b])
+        dk[b] *= scale
     return dqkv.reshape(B, T, 3 * nh * hs)
 
 
