@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .dropout import dropout_forward
 from .linear import linear_backward, linear_forward
 
 
@@ -92,8 +91,10 @@ def _draw_dropout(probs_shape, attn_pdrop, rng, dtype):
     """The attention-dropout mask, drawn the same way by both implementations."""
     if attn_pdrop == 0.0:
         return None
-    _, mask = dropout_forward(np.ones(probs_shape, dtype=dtype), attn_pdrop, rng)
-    return mask  # (B, nh, T, T), 0 or 1/(1-p)
+    # dropout_forward's mask, drawn the same way (the same numbers from rng), without
+    # applying it to an array of ones first
+    keep = rng.random(probs_shape, dtype=dtype) >= attn_pdrop  # (B, nh, T, T) True = keep
+    return keep * np.dtype(dtype).type(1.0 / (1.0 - attn_pdrop))  # 0 or 1/(1-p)
 
 
 # --- vectorised (hot path) ---------------------------------------------------------------
