@@ -299,9 +299,9 @@ def cmd_sample(args):
 def _sample_finetuned(ckpt, args):
     """sample --ckpt on a fine-tuning run: an instruct run answers --prompt as an instruction
     (wrapped in its template, cut at the end of the response); a classifier says so."""
-    from .finetune import _finetuned_from, respond
+    from .finetune import from_checkpoint, respond
 
-    model, tokenizer, info = _finetuned_from(ckpt, args.ckpt)
+    model, tokenizer, info = from_checkpoint(ckpt, args.ckpt)
     if info["task"] != "instruct":
         raise ConfigError(f"'{args.ckpt}' is a classifier (fine-tuned for {info['task']}): it "
                           f"predicts labels, not text; see its metrics.json, or "

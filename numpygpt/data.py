@@ -277,18 +277,18 @@ def numpy_docstrings():
         for modname in NUMPY_DOC_MODULES:
             try:
                 module = importlib.import_module(modname)
-            except ImportError:
+            except ImportError:  # e.g. numpy.strings is new in numpy 2.0
                 continue
             for name in sorted(getattr(module, "__all__", dir(module))):
                 if name.startswith("_"):
                     continue
                 try:
                     obj = getattr(module, name)
-                except Exception:
+                except Exception:  # a name listed but not importable here: skip it
                     continue
                 qualname = f"{modname}.{name}"
                 if isinstance(obj, types.ModuleType):
-                    continue
+                    continue  # submodules are walked only if listed above
                 if inspect.isclass(obj):
                     found[qualname] = (obj.__doc__, False, modname)
                     for method, (doc, inherited) in _method_docs(obj, qualname).items():

@@ -188,7 +188,7 @@ def load_base(ckpt, dropout=0.0):
     else:
         saved = load_checkpoint(ckpt)
         if isinstance(saved.config.get("finetune"), dict):
-            model, tokenizer, info = _finetuned_from(saved, ckpt)
+            model, tokenizer, info = from_checkpoint(saved, ckpt)
             if info["task"] != "instruct":
                 raise CheckpointError(f"'{ckpt}' is a fine-tuned classifier; fine-tune from a "
                                       f"language model (a `train` run, or GPT-2)")
@@ -625,12 +625,16 @@ def _resume_state(ckpt, cfg, where):
 # --- using a fine-tuned run ---------------------------------------------------------------
 
 
-def _finetuned_from(ckpt, where):
-    """(model, tokenizer, task info) from a loaded fine-tuning checkpoint."""
+def from_checkpoint(ckpt, where):
+    """(model, tokenizer, task info) from a fine-tuning run's loaded Checkpoint (see
+    load_finetuned); `where` names it in messages."""
     info = ckpt.config.get("task")
-    fcfg = ckpt.config.get("finetune")
     try:
-        cfg = FinetuneConfig(**fcfg)
+        cfg = FinetuneConfig(**ckpt.config.get("finetune"))
+    except (TypeError, ConfigError) as e:  # unknown keys or bad values in the file
+        raise CheckpointError(f"checkpoint '{where}' holds fine-tuning settings that are not "
+                              f"valid: {e}") from None
+    try:
         mcfg = GPTConfig.from_dict(ckpt.config.get("model"))
         tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         if not isinstance(info, dict) or info.get("task") not in TASKS:
@@ -643,7 +647,7 @@ def _finetuned_from(ckpt, where):
                              cfg.seed)
         validate_params(ckpt.params, {k: v.shape for k, v in model.params.items()},
                         what=f"checkpoint '{where}'")
-    except (UserError, TypeError) as e:
+    except UserError as e:
         raise CheckpointError(f"checkpoint '{where}' is not a usable fine-tuning run: {e}") \
             from None
     for k, v in ckpt.params.items():
@@ -660,7 +664,7 @@ def load_finetuned(folder):
     if not isinstance(ckpt.config.get("finetune"), dict):
         raise CheckpointError(f"'{folder}' is not a fine-tuning run (its checkpoint has no "
                               f"fine-tuning settings)")
-    return _finetuned_from(ckpt, folder)
+    return from_checkpoint(ckpt, folder)
 
 
 def predict(model, tokenizer, labels, texts, batch_size=32):

@@ -231,3 +231,17 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues(base, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
     resumed = finetune(cfg, resume=True, progress=False)
     assert resumed.metrics["step"] == 10 and not resumed.metrics["interrupted"]
+
+
+def test_a_damaged_fine_tuning_checkpoint_is_one_line(base, tmp_path, capsys):
+    from numpygpt.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    finetune(quick(base, out, max_iters=2), progress=False)
+    saved = load_checkpoint(out)
+    for bad, needle in [({"bogus": 1}, "unexpected keyword argument 'bogus'"),
+                        ({"lora_rank": -3}, "--lora-rank must be >= 0")]:
+        save_checkpoint(tmp_path / "bad", config={**saved.config, "finetune": {
+            **saved.config["finetune"], **bad}}, tokenizer=saved.tokenizer, params=saved.params)
+        code, _, err = run(["sample", "--ckpt", tmp_path / "bad", "--prompt", "x"], capsys)
+        one_line_error(code, err, "settings that are not valid", needle)
