@@ -63,9 +63,10 @@ def _merge_qkv_grads(dq, dk, dv):
     return dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * nh * hs)  # (B, T, 3C)
 
 
-def _masked_softmax_(att):
-    """In place: scores (..., T, T) -> causal softmax probabilities along the last axis."""
-    att += causal_mask(att.shape[-1], att.dtype)  # -inf where s > t
+def _masked_softmax_(att, mask=None):
+    """In place: scores (..., T, T) -> causal softmax probabilities along the last axis.
+    mask: the additive causal mask for these rows and columns (default: causal_mask(T))."""
+    att += causal_mask(att.shape[-1], att.dtype) if mask is None else mask  # -inf where s > t
     # stable: subtract the row max (fmax.reduce: the same here, and faster than max)
     att -= np.fmax.reduce(att, axis=-1, keepdims=True)
     np.exp(att, out=att)
@@ -78,6 +79,21 @@ def _softmax_backward_(datt, att):
     ds = p * (dp - sum(dp * p)), the sum along each row."""
     datt -= np.vecdot(datt, att)[..., None]
     datt *= att
+
+
+QUERY_BLOCK = 64  # queries per block in attention_core_*: see _query_blocks
+
+
+def _query_blocks(T):
+    """(t0, t1) blocks of QUERY_BLOCK consecutive queries covering 0..T-1.
+
+    The queries [t0, t1) may only see the keys [0, t1): computing their scores against those
+    keys alone skips the part of q k^T that the causal mask would zero anyway, and with it the
+    softmax's passes and the products with v over it. Over T/Q blocks of Q queries that is
+    (1 + 2 + ... + T/Q) / (T/Q)^2 of the full T x T work: 62% at T = 256, Q = 64; 53% at
+    T = 1024. Each row still gets the softmax over all the keys it may see, so the
+    probabilities are those of the full computation."""
+    return [(t0, min(t0 + QUERY_BLOCK, T)) for t0 in range(0, T, QUERY_BLOCK)]
 
 
 def _heads_view(a, n_head):
@@ -162,18 +178,23 @@ def attention_core_forward(qkv, n_head, attn_pdrop=0.0, rng=None):
     # scores (q / sqrt(hs)) k^T: scaling q (T x hs) is cheaper than scaling the scores (T x T);
     # the scale keeps the scores at unit variance, so the softmax does not saturate
     qs = q * qkv.dtype.type(1.0 / np.sqrt(hs))  # (B, nh, T, hs)
-    att = np.empty((B, n_head, T, T), dtype=qkv.dtype)  # the probabilities, kept for backward
+    # the probabilities, kept for backward; zeros: the blocks below never write the future
+    att = np.zeros((B, n_head, T, T), dtype=qkv.dtype)
     drop_mask = _draw_dropout(att.shape, attn_pdrop, rng, qkv.dtype)
     y = np.empty((B, T, C), dtype=qkv.dtype)  # heads side by side, as c_proj wants them
     y_heads = _heads_view(y, n_head)  # (B, nh, T, hs) view: matmul writes into y directly
+    mask = causal_mask(T, qkv.dtype)  # (T, T)
     # One sequence at a time: its (nh, T, T) scores stay in the cache from the matmul through
     # the softmax's passes to the product with v, instead of streaming the whole (B, nh, T, T)
-    # array through memory once per pass. The same operations per element: the same numbers.
+    # array through memory once per pass. Within a sequence, queries go in blocks [t0, t1)
+    # that look only at the keys [0, t1) they may see (_query_blocks).
     for b in range(B):
-        np.matmul(qs[b], k[b].swapaxes(-1, -2), out=att[b])  # (nh, T, T) scores
-        _masked_softmax_(att[b])  # probabilities, in place
-        p = att[b] if drop_mask is None else att[b] * drop_mask[b]
-        np.matmul(p, v[b], out=y_heads[b])  # (nh, T, hs)
+        for t0, t1 in _query_blocks(T):
+            a = att[b, :, t0:t1, :t1]  # (nh, n, t1) this block's visible scores
+            np.matmul(qs[b, :, t0:t1], k[b, :, :t1].swapaxes(-1, -2), out=a)
+            _masked_softmax_(a, mask[t0:t1, :t1])  # probabilities, in place
+            p = a if drop_mask is None else a * drop_mask[b, :, t0:t1, :t1]
+            np.matmul(p, v[b, :, :t1], out=y_heads[b, :, t0:t1])  # (nh, n, hs)
     return y, AttentionCoreCache(q, k, v, att, drop_mask)
 
 
@@ -196,16 +217,25 @@ def attention_core_backward(dy, cache):
     dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs)
     scale = q.dtype.type(1.0 / np.sqrt(hs))  # scores = (scale q) k^T
     datt = np.empty((nh, T, T), dtype=q.dtype)  # one sequence's, reused (see the forward)
+    blocks = _query_blocks(T)
     for b in range(B):
-        p = att[b] if drop_mask is None else att[b] * drop_mask[b]  # what multiplied v
-        np.matmul(p.swapaxes(-1, -2), dy[b], out=dv[b])
-        np.matmul(dy[b], v[b].swapaxes(-1, -2), out=datt)  # (nh, T, T)
-        if drop_mask is not None:
-            datt *= drop_mask[b]
-        _softmax_backward_(datt, att[b])  # gradient of the scaled scores
-        np.matmul(datt, k[b], out=dq[b])
+        # 1) by blocks of queries: the gradient of the scores of each row, and dq
+        for t0, t1 in blocks:
+            ds = datt[:, t0:t1, :t1]  # (nh, n, t1) the block's visible entries
+            np.matmul(dy[b, :, t0:t1], v[b, :, :t1].swapaxes(-1, -2), out=ds)  # d(probs)
+            if drop_mask is not None:
+                ds *= drop_mask[b, :, t0:t1, :t1]
+            _softmax_backward_(ds, att[b, :, t0:t1, :t1])  # gradient of the scaled scores
+            np.matmul(ds, k[b, :, :t1], out=dq[b, :, t0:t1])  # (nh, n, hs)
+        # 2) by blocks of keys: key s is seen by the queries t >= s only, so dv and dk of the
+        # keys [s0, s1) gather over the rows [s0, T) (exact zeros above the diagonal inside)
+        for s0, s1 in blocks:
+            p = att[b, :, s0:, s0:s1]  # (nh, T - s0, m)
+            if drop_mask is not None:
+                p = p * drop_mask[b, :, s0:, s0:s1]  # what multiplied v
+            np.matmul(p.swapaxes(-1, -2), dy[b, :, s0:], out=dv[b, :, s0:s1])  # (nh, m, hs)
+            np.matmul(datt[:, s0:, s0:s1].swapaxes(-1, -2), q[b, :, s0:], out=dk[b, :, s0:s1])
         dq[b] *= scale
-        np.matmul(datt.swapaxes(-1, -2), q[b], out=dk[b])
         dk[b] *= scale
     return dqkv.reshape(B, T, 3 * nh * hs)
 
