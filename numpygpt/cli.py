@@ -106,22 +106,36 @@ def cmd_train(args):
 
     import numpy as np
 
+    from .parallel import abort_on_error, get_world, shard_rows, together
     from .train import check_out_folder, check_run_memory, train
 
-    if args.sample_tokens < 0:
-        raise ConfigError(f"--sample-tokens must be >= 0, got {args.sample_tokens}")
-    cfg = _train_config(args)
-    check_run_memory(cfg)  # train() checks these too; here they come before the banner
-    check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
-    print(f"training preset '{cfg.preset}' on '{cfg.data}' for {cfg.max_iters} iterations "
-          f"(n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, "
-          f"block_size={cfg.block_size}, batch_size={cfg.batch_size})", flush=True)
+    # `mpiexec -n N python -m numpygpt train`: N ranks run this function. A bad flag fails on
+    # every rank, and `together` makes any failure stop all ranks, with one message: rank 0's
+    # (the others exit quietly, see main()). Only rank 0 prints and looks at the out folder.
+    world = get_world()
+    with together(world):
+        if args.sample_tokens < 0:
+            raise ConfigError(f"--sample-tokens must be >= 0, got {args.sample_tokens}")
+        cfg = _train_config(args)
+        check_run_memory(cfg)  # train() checks these too; here they come before the banner
+        shard_rows(cfg.batch_size, world.rank, world.size)  # a batch the ranks cannot share
+        if world.size == 1:  # N ranks: train() checks it on rank 0 and tells the others
+            check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
+    if world.is_root:
+        print(f"training preset '{cfg.preset}' on '{cfg.data}' for {cfg.max_iters} iterations "
+              f"(n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, "
+              f"block_size={cfg.block_size}, batch_size={cfg.batch_size})", flush=True)
+    if world.size > 1 and world.is_root:
+        print(f"data-parallel on {world.size} MPI processes: {cfg.batch_size // world.size} "
+              f"rows of each batch per process", flush=True)
     # A run that blows up ends in one line ("loss became nan at step 7 ..."); NumPy's overflow
     # warnings on the way there are noise, except when debugging.
     quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
-    with quiet:
-        result = train(cfg, resume=args.resume, progress=not args.no_progress,
-                       overwrite=args.overwrite)
+    with quiet, abort_on_error(world, "numpygpt train"):
+        result = train(cfg, resume=args.resume, progress=world.is_root and not args.no_progress,
+                       overwrite=args.overwrite, world=world)
+    if not world.is_root:  # rank 0 reports (and samples) for all
+        return EXIT_INTERRUPTED if result.metrics["interrupted"] else 0
     m = result.metrics
     status = "interrupted at" if m["interrupted"] else "finished"
     print(f"{status} step {m['step']}: train loss {m['train_loss']:.4f}, "
@@ -352,6 +366,8 @@ def cmd_bench(args):
         profile_torch_step,
     )
 
+    if args.ddp is not None:
+        return _bench_ddp(args)
     config = args.config or ("small" if args.profile else "all")
     if args.profile and config not in BENCH_CONFIGS:
         raise ConfigError(f"--profile takes one config, baby or small, not {config}")
@@ -415,6 +431,31 @@ def cmd_bench(args):
     return 0
 
 
+def _bench_ddp(args):
+    from .bench import bench_ddp, blas_description, cpu_name, format_ddp
+
+    config = args.config or "baby"
+    if config not in ("baby", "small"):
+        raise ConfigError(f"--ddp times baby or small, not {config}")
+    for flag, value in (("--ddp", args.ddp), ("--rounds", args.rounds), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.json:
+        _check_writable(args.json, "--json")
+    print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; timing 1 process and {args.ddp} "
+          f"MPI processes...", flush=True)
+    res = bench_ddp(args.ddp, config, rounds=args.rounds or 5, steps=args.steps or 3)
+    print(format_ddp(res), flush=True)
+    if args.json:
+        from .io import atomic_write_json
+
+        try:
+            atomic_write_json(args.json, res)
+        except OSError as e:
+            raise UserError(f"cannot write --json '{args.json}': {e.strerror or e}") from None
+    return 0
+
+
 def _check_writable(path, flag):
     """ConfigError unless a file can be written at `path`: its folder exists and is writable,
     and it is not a folder itself (an atomic write creates a temporary file beside it)."""
@@ -448,7 +489,11 @@ def build_parser():
                              "(also: NUMPYGPT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a GPT (default: the baby preset on numpy-docs)")
+    p = sub.add_parser("train", help="train a GPT (default: the baby preset on numpy-docs)",
+                       description="Train a GPT. Data-parallel on N processes: mpiexec -n N "
+                                   "python -m numpygpt train ... (pip install -e .[mpi] brings "
+                                   "mpi4py and MPICH); --batch-size stays the global batch "
+                                   "(a multiple of N) and the result equals one process's.")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -495,6 +540,11 @@ def build_parser():
                    help="skip the attention and KV-cache benchmarks (gpt2-finetune never runs "
                         "them)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--ddp", type=int, default=None, metavar="N",
+                   help="data-parallel training: tokens/s of N MPI processes (mpiexec, "
+                        "pip install -e .[mpi]) vs one process, at the same global batch, and "
+                        "the all-reduce's cost on paper for more machines (config baby or "
+                        "small, default baby)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gradcheck", help="check every backward pass against finite differences")
@@ -522,6 +572,12 @@ def build_parser():
     return parser
 
 
+def _rank_label():
+    """' (rank 1 of 2)' under mpiexec, where more than one process may print an error."""
+    parallel = sys.modules.get("numpygpt.parallel")  # imported only by a command that uses it
+    return parallel.rank_label() if parallel is not None else ""
+
+
 def _debug_from_env():
     return os.environ.get("NUMPYGPT_DEBUG", "").strip() not in ("", "0")
 
@@ -543,8 +599,10 @@ def main(argv=None):
     except UserError as e:
         if debug:
             raise
+        if getattr(e, "quiet", False):  # mpiexec: another rank failed and says why
+            return EXIT_ERROR
         message = " ".join(str(e).splitlines())  # one line, whatever the message holds
-        print(f"{command}: error: {message}", file=sys.stderr)
+        print(f"{command}{_rank_label()}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         if debug:

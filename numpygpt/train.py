@@ -38,6 +38,15 @@ from .errors import ConfigError, UserError, check_int, check_real
 from .io import atomic_write_json, atomic_write_text, quote, read_text
 from .model import GPT, POS_ENCODINGS, GPTConfig, check_memory, param_count, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .parallel import (
+    GradAllReduce,
+    abort_on_error,
+    agreed,
+    get_world,
+    shard_rows,
+    share_cores,
+    together,
+)
 
 # nanoGPT's recipes. `baby` is its CPU recipe, `small` its shakespeare_char config.
 PRESETS = {
@@ -350,18 +359,27 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def estimate_loss(model, ids, cfg, seed):
+def estimate_loss(model, ids, cfg, seed, world=None):
     """Mean loss over cfg.eval_iters random batches of ids, without dropout. The batches come
-    from a Generator with a fixed seed, so every evaluation sees the same windows."""
+    from a Generator with a fixed seed, so every evaluation sees the same windows.
+
+    world (numpygpt.parallel, default: one process): with N ranks, every rank draws all the
+    batches (so the generator is where it would be in one process) and evaluates batch i
+    when i % N == rank; the sum over ranks / eval_iters is the one-process mean, up to the
+    order of the float64 additions."""
+    world = world if world is not None else get_world()
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
     losses = []
-    for _ in range(cfg.eval_iters):
+    for i in range(cfg.eval_iters):
         x, y = get_batch(ids, cfg.block_size, cfg.batch_size, rng)
-        losses.append(model.forward(x, y)[1])
+        if i % world.size == world.rank:
+            losses.append(model.forward(x, y)[1])
     model.train(was_training)
-    return float(np.mean(losses))
+    if world.size == 1:
+        return float(np.mean(losses))
+    return float(world.allreduce_scalars([sum(losses)])[0]) / cfg.eval_iters
 
 
 def _progress_bar(total, initial, enabled):
@@ -378,7 +396,7 @@ def _write_log(path, rows):
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
+def train(cfg, resume=False, progress=True, callback=None, overwrite=False, world=None):
     """Train a GPT as `cfg` says; return a TrainResult (model, tokenizer, metrics, history).
 
     - resume: continue from the checkpoint in cfg.out (model, optimizer, step, RNG states)
@@ -387,87 +405,118 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
     - overwrite: start a new run in a folder that holds one (only the run's files are
       replaced); without it such a folder is refused, as is any non-empty folder without a run
 
+    - world: numpygpt.parallel's world (default get_world(): one process, or the N ranks of
+      `mpiexec -n N`, which train data-parallel; cfg.batch_size stays the global batch)
+
     Ctrl-C stops after the current step, saves a checkpoint and returns with
     metrics["interrupted"] True; a second Ctrl-C raises KeyboardInterrupt at once.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    world = world if world is not None else get_world()
     out = Path(cfg.out)
     where = quote(out)
-    check_run_memory(cfg)  # before reading anything: refused in milliseconds
-    check_out_folder(out, resume=resume, overwrite=overwrite)
-    ckpt = tokenizer = None
-    if resume:
-        ckpt = load_checkpoint(out)
-        for key in ("model", "train"):
-            if not isinstance(ckpt.config.get(key), dict):
-                raise CheckpointError(f"checkpoint in {where} has no config.{key}: it was not "
-                                      f"saved by train() and cannot be resumed")
-        step, data_state, model_state = _resume_state(ckpt, cfg, where)
-        try:
-            saved_mcfg = GPTConfig.from_dict(ckpt.config["model"])
-            tokenizer = tokenizer_from_dict(ckpt.tokenizer)
-        except (ValueError, TypeError, RecursionError) as e:
-            raise CheckpointError(f"checkpoint in {where} is not usable: {e}") from None
-        _check_same_tokenizer(ckpt, cfg, tokenizer, where)
-        log_path = out / "log.jsonl"
-        history = _read_history(log_path, step) if log_path.exists() else []
-    text, _ = load_corpus(cfg.data)
-    tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer,
-                                                 tokenizer_kind=cfg.tokenizer,
-                                                 vocab_size=cfg.vocab_size)
-    del text
+    # Data parallel (N > 1 ranks): the setup runs on every rank inside `together`, so an error
+    # on any rank stops them all (none is left waiting for one that has stopped). Only rank 0
+    # looks at and writes the out folder; every rank reads the checkpoint and the data (one
+    # machine, or a cluster's shared file system). With one process `together` does nothing.
+    with together(world):
+        rows = shard_rows(cfg.batch_size, world.rank, world.size)  # this rank's batch rows
+        check_run_memory(cfg)  # before reading anything: refused in milliseconds
+        if world.is_root:
+            check_out_folder(out, resume=resume, overwrite=overwrite)
+        ckpt = tokenizer = None
+        if resume:
+            ckpt = load_checkpoint(out)
+            for key in ("model", "train"):
+                if not isinstance(ckpt.config.get(key), dict):
+                    raise CheckpointError(f"checkpoint in {where} has no config.{key}: it was "
+                                          f"not saved by train() and cannot be resumed")
+            step, data_state, model_state = _resume_state(ckpt, cfg, where)
+            try:
+                saved_mcfg = GPTConfig.from_dict(ckpt.config["model"])
+                tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+            except (ValueError, TypeError, RecursionError) as e:
+                raise CheckpointError(f"checkpoint in {where} is not usable: {e}") from None
+            _check_same_tokenizer(ckpt, cfg, tokenizer, where)
+            log_path = out / "log.jsonl"
+            history = _read_history(log_path, step) if log_path.exists() else []
+        text, _ = load_corpus(cfg.data)
+        tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer,
+                                                     tokenizer_kind=cfg.tokenizer,
+                                                     vocab_size=cfg.vocab_size)
+        del text
 
-    mcfg = cfg.model_config(tokenizer.vocab_size)
-    check_run_memory(cfg, tokenizer.vocab_size)
-    data_rng = np.random.default_rng([cfg.seed, 1])  # training batches
-    eval_seed = [cfg.seed, 2]  # the same evaluation windows every time
-    if ckpt is None:
-        step, history = 0, []
-        model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
-    else:
-        # Compare first, build after: the saved config and every array's shape must match
-        # the settings, so a checkpoint cannot make us allocate a model it does not hold.
-        if saved_mcfg != mcfg:
-            raise CheckpointError(f"checkpoint in {where} is for a different model "
-                                  f"({saved_mcfg}); the current settings give {mcfg}")
-        validate_params(ckpt.params, param_shapes(mcfg), what=f"checkpoint in {where}")
-        model = GPT(mcfg, seed=cfg.seed, dtype=np.float32, params=ckpt.params)
-    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                weight_decay=cfg.weight_decay)
-    if ckpt is not None:
-        try:
-            opt.load_state_dict(ckpt.optimizer)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint in {where} does not fit: {e}") from None
-        data_rng.bit_generator.state = data_state
-        model.rng.bit_generator.state = model_state
+        mcfg = cfg.model_config(tokenizer.vocab_size)
+        check_run_memory(cfg, tokenizer.vocab_size)
+        data_rng = np.random.default_rng([cfg.seed, 1])  # training batches
+        eval_seed = [cfg.seed, 2]  # the same evaluation windows every time
+        if ckpt is None:
+            step, history = 0, []
+            model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
+        else:
+            # Compare first, build after: the saved config and every array's shape must match
+            # the settings, so a checkpoint cannot make us allocate a model it does not hold.
+            if saved_mcfg != mcfg:
+                raise CheckpointError(f"checkpoint in {where} is for a different model "
+                                      f"({saved_mcfg}); the current settings give {mcfg}")
+            validate_params(ckpt.params, param_shapes(mcfg), what=f"checkpoint in {where}")
+            model = GPT(mcfg, seed=cfg.seed, dtype=np.float32, params=ckpt.params)
+        opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                    weight_decay=cfg.weight_decay)
+        if ckpt is not None:
+            try:
+                opt.load_state_dict(ckpt.optimizer)
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"checkpoint in {where} does not fit: {e}") from None
+            data_rng.bit_generator.state = data_state
+            model.rng.bit_generator.state = model_state
+    if world.size > 1:
+        share_cores(world)
+        if cfg.dropout > 0:
+            # Every rank must drop different units (one process draws a fresh mask for every
+            # row), so each seeds its own dropout generator from its rank and the start step.
+            # Such a run equals one process statistically, not bitwise (with dropout 0, as in
+            # the tiny preset, it is the same computation). The checkpoint keeps rank 0's.
+            model.rng = np.random.default_rng([cfg.seed, 3, world.rank, step])
+        average = GradAllReduce(world, model.params)  # one buffer, one all-reduce per step
+    shard = (rows,) if world.size > 1 else ()  # one process computes the whole batch
 
-    def stop_nonfinite(what, value, step_now):
-        raise TrainingError(
+    def stop_nonfinite(what, value, step_now, all_ranks=True):
+        # all_ranks: every rank sees the same all-reduced value and stops here too (see
+        # parallel.agreed); a check that only rank 0 makes (save's) is not agreed.
+        e = TrainingError(
             f"{what} became {value} at step {step_now}; stopped without saving. The last "
             f"good checkpoint is in {where}. Try a lower --lr or --grad-clip 1.0")
+        raise agreed(world, e) if all_ranks else e
 
     def write(what, fn, *args):
-        return write_in_run(out, what, fn, *args)
+        if world.is_root:  # the other ranks never touch the out folder
+            return write_in_run(out, what, fn, *args)
+        return None
 
     def save(step_now):
+        if not world.is_root:
+            return
         bad = save_run(out, {"model": mcfg.to_dict(), "train": asdict(cfg)}, tokenizer, model,
                        opt, step_now, data_rng)
         if bad is not None:
-            stop_nonfinite(bad, "non-finite", step_now)
+            stop_nonfinite(bad, "non-finite", step_now, all_ranks=False)
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the --out folder {where}: {e.strerror or e}") from None
     log_path = out / "log.jsonl"
-    if resume:  # drop the rows logged after the checkpoint was saved
-        write("log.jsonl", _write_log, log_path, history)
-    else:  # a fresh run (or an overwrite) starts a fresh log and has no metrics yet
-        for name in ("log.jsonl", "metrics.json"):
-            if (out / name).is_file():
-                write(name, (out / name).unlink)
+    with together(world):  # after every rank has read the run: rank 0 writes
+        if world.is_root:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create the --out folder {where}: "
+                                  f"{e.strerror or e}") from None
+        if resume:  # drop the rows logged after the checkpoint was saved
+            write("log.jsonl", _write_log, log_path, history)
+        else:  # a fresh run (or an overwrite) starts a fresh log and has no metrics yet
+            for name in ("log.jsonl", "metrics.json"):
+                if world.is_root and (out / name).is_file():
+                    write(name, (out / name).unlink)
 
     def log(row):
         history.append(row)
@@ -475,8 +524,9 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
             callback(row)
 
     def evaluate(step_now):
-        row = {"step": step_now, "train_loss": estimate_loss(model, train_ids, cfg, eval_seed),
-               "val_loss": estimate_loss(model, val_ids, cfg, eval_seed)}
+        row = {"step": step_now,
+               "train_loss": estimate_loss(model, train_ids, cfg, eval_seed, world),
+               "val_loss": estimate_loss(model, val_ids, cfg, eval_seed, world)}
         for key in ("train_loss", "val_loss"):
             # Every save follows an evaluation: a broken update (nan or inf weights) must not
             # overwrite the last good checkpoint.
@@ -493,14 +543,17 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
     last_eval = evals[-1] if evals else None
     loss = float("nan")
     interrupted = False
+    stop_agreed = False  # N ranks: some rank's Ctrl-C, known to all at the same step
     # The first Ctrl-C is a request: it stops the loop between steps, and the final
     # evaluation and save below still run, so the checkpoint and metrics.json say where it
     # stopped. A second Ctrl-C raises KeyboardInterrupt at once (the last save stays intact).
-    with _StopFlag() as flag:
-        bar = _progress_bar(cfg.max_iters, step, progress)
+    # N ranks: an exception on one rank (rank 0's disk full, a bug) ends the whole job with a
+    # message (abort_on_error) instead of leaving the others in an all-reduce forever.
+    with _StopFlag() as flag, abort_on_error(world, "numpygpt train"):
+        bar = _progress_bar(cfg.max_iters, step, progress and world.is_root)
         try:
             while step < cfg.max_iters:
-                if flag.stop:
+                if stop_agreed or (world.size == 1 and flag.stop):
                     interrupted = True
                     break
                 if step % cfg.eval_interval == 0 and (last_eval is None
@@ -510,7 +563,15 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
                     write("log.jsonl", _write_log, log_path, history)
                 t0 = time.perf_counter()
                 opt.lr = cfg.lr_at(step)
-                loss, grads = _accumulated_grads(model, train_ids, cfg, data_rng)
+                loss, grads = _accumulated_grads(model, train_ids, cfg, data_rng, *shard)
+                if world.size > 1:
+                    # Each rank's loss is the mean over its B/N rows x T targets, so the mean
+                    # over the whole batch is the mean of the N rank means, and so is its
+                    # gradient (numpygpt.parallel's docstring): one all-reduce of all the
+                    # gradients, / N. The stop flags travel with the loss (2 numbers).
+                    grads = average(grads)
+                    loss, stops = world.allreduce_scalars([loss, flag.stop])
+                    loss, stop_agreed = loss / world.size, stops > 0
                 if not math.isfinite(loss):
                     stop_nonfinite("loss", loss, step)
                 norm = clip_grad_norm(grads, cfg.grad_clip) if cfg.grad_clip > 0 else None
@@ -547,6 +608,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False):
             "interrupted": interrupted or flag.stop,  # also a Ctrl-C during the final save
             "preset": cfg.preset,
             "data": cfg.data,
+            "world_size": world.size,  # processes that trained data-parallel (mpiexec -n)
         }
         write("metrics.json", atomic_write_json, out / "metrics.json", metrics)
     return TrainResult(model, tokenizer, metrics, history)
@@ -586,12 +648,16 @@ def save_run(out, config, tokenizer, model, opt, step, data_rng):
     return None
 
 
-def _accumulated_grads(model, ids, cfg, rng):
-    """Average loss and gradients over cfg.grad_accum micro-batches."""
+def _accumulated_grads(model, ids, cfg, rng, rows=slice(None)):
+    """Average loss and gradients over cfg.grad_accum micro-batches.
+
+    rows: the rows of each global batch this process computes (data parallel: every rank
+    draws the same batch, so the generator stays where it would be in one process)."""
     total_loss, grads = 0.0, None
     scale = np.float32(1.0 / cfg.grad_accum)
     for _ in range(cfg.grad_accum):
         x, y = get_batch(ids, cfg.block_size, cfg.batch_size, rng)
+        x, y = x[rows], y[rows]  # (B/N, T)
         _, loss = model.forward(x, y)
         g = model.backward()
         total_loss += loss / cfg.grad_accum

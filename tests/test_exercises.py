@@ -945,3 +945,16 @@ def test_sequence_mean_ce_reference_weighs_each_sequence_alike():
     per = [L.softmax_cross_entropy_forward(logits[b], targets[b])[0] for b in range(2)]
     assert np.isclose(loss, np.mean(per))
     assert not np.isclose(loss, L.softmax_cross_entropy_forward(logits, targets)[0])
+
+
+# --- notebook 19 (data parallelism); more in tests/test_exercises_parallel.py -----------------
+
+CORRECT[E.check_data_parallel_grads] = E.reference_data_parallel_grads
+CHECKERS = CHECKERS + [E.check_data_parallel_grads]
+WRONG += [
+    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: E._dp(w, x, y, N, grad_div=1),
+                 "grads", "the losses averaged but the gradients summed", id="ddp-grads-summed"),
+    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: E._dp(
+        w, x, y, N, shard=lambda r, B, N: (slice(0, B // N),)),
+        "grads", "every worker took the first B/N rows", id="ddp-first-rows"),
+]
