@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 # before NumPy takes its few hundred milliseconds to import.
 _EXPORTS = {"CharTokenizer": "data", "GPT": "model", "GPTConfig": "model", "SGD": "optim",
             "AdamW": "optim", "clip_grad_norm": "optim", "cosine_lr": "optim",
-            "PRESETS": "train", "TrainConfig": "train"}  # train(): from numpygpt.train import train
+            "PRESETS": "train", "TrainConfig": "train",  # train(): from numpygpt.train import train
+            "Llama": "llama", "LlamaConfig": "llama"}
 
 
 def __getattr__(name):
@@ -33,4 +34,4 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 __all__ = ["GPT", "GPTConfig", "AdamW", "SGD", "clip_grad_norm", "cosine_lr", "CharTokenizer",
-           "TrainConfig", "PRESETS"]
+           "TrainConfig", "PRESETS", "Llama", "LlamaConfig"]

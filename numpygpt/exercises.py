@@ -1907,6 +1907,65 @@ __all__ += ["check_classifier_backward", "check_sequence_mean_ce_backward",
             "check_lora_backward", "sequence_mean_ce_forward", "sequence_mean_ce_backward"]
 
 
+# --- from GPT-2 to Llama (notebook 20) ---------------------------------------------------------
+
+
+# RMSNorm --------------------------------------------------------------------------------------
+
+
+def _rms_parts(dout, cache):
+    x, rstd, w = cache
+    xhat = x * rstd
+    return xhat, dout * w, rstd, _sum_rows(dout * xhat)
+
+
+def _rms(dout, cache, mean_term=False, var_term=True, gain=True, C_divide=True):
+    xhat, g, rstd, dw = _rms_parts(dout, cache)
+    g = g if gain else dout
+    C = xhat.shape[-1]
+    proj = (g * xhat).sum(-1, keepdims=True) / (C if C_divide else 1)
+    dx = g - (xhat * proj if var_term else 0.0) - (g.mean(-1, keepdims=True) if mean_term
+                                                   else 0.0)
+    return rstd * dx, dw
+
+
+RMSNORM_MISTAKES = [
+    ("layer norm's -mean(g) term is still there: RMSNorm subtracts no mean, so no x_i "
+     "reaches the output through a mean", lambda d, c: _rms(d, c, mean_term=True)),
+    ("the -xhat*mean(g*xhat) term is missing: rstd depends on every x_i, so each dx_i gets a "
+     "share of the change of scale", lambda d, c: _rms(d, c, var_term=False)),
+    ("forgot the gain: the gradient reaching xhat is g = dout * w",
+     lambda d, c: _rms(d, c, gain=False)),
+    ("a sum where the mean belongs: rstd = 1/sqrt(mean(x^2) + eps), so its derivative "
+     "carries a 1/C", lambda d, c: _rms(d, c, C_divide=False)),
+    ("dw not summed over B and T: w is used at every position",
+     lambda d, c: (_rms(d, c)[0], d * c[0] * c[1])),
+    ("dw = sum(dout * x): y = w * xhat, so dw sums dout * xhat (x times rstd)",
+     lambda d, c: (_rms(d, c)[0], _sum_rows(d * c[0]))),
+]
+
+
+def check_rmsnorm_backward(fn, show=True):
+    """fn(dout, cache) -> (dx, dw), with cache = (x, rstd, w) as made by
+    layers.rmsnorm_forward(x, w): x (B, T, C), rstd (B, T, 1) = 1 / sqrt(mean(x^2) + eps),
+    w (C,). Tried on inputs far from zero mean (where layer norm's extra term would show)
+    and with T = 1."""
+    rng = np.random.default_rng(20)
+    cases = [_grad_case(L.rmsnorm_forward, {"x": _r(rng, *shape, scale=2.0) + 1.5,
+                                            "w": _r(rng, shape[-1])},
+                        ["x", "w"], seed=seed, label=label)
+             for shape, seed, label in [((2, 3, 6), 20, "B=2 T=3 C=6"),
+                                        ((1, 1, 5), 21, "B=1 T=1 C=5")]]
+    return _run("RMSNorm backward", fn, cases, RMSNORM_MISTAKES, {
+        "call": "shapes: dout (B, T, C); cache = (x, rstd, w), rstd of shape (B, T, 1)",
+        "dx": "x reaches the output two ways: directly, and through rstd (every x_i changes "
+              "the root mean square)",
+        "dw": "y = w * xhat, and w is used at every position"}, show)
+
+
+__all__ += ["check_rmsnorm_backward"]
+
+
 # --- data parallelism (notebook 19) ------------------------------------------------------------
 #
 # The learner gets a `worker(x_rows, y_rows) -> (loss, grads)` (a forward and backward of the

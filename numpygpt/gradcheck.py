@@ -290,6 +290,59 @@ def layer_cases(seed=0):
             lambda logits, targets: L.softmax_cross_entropy_forward(logits, targets),
             L.softmax_cross_entropy_backward,
             {"logits": r(*targets.shape, V, scale=2.0), "targets": targets}, ["logits"]))
+    cases += _llama_layer_cases(r)
+    return cases
+
+
+def _llama_layer_cases(r):
+    """Llama's layers (see numpygpt/llama.py): RoPE, RMSNorm, SiLU, SwiGLU and grouped-query
+    attention with one key/value head, fewer than the query heads, and as many; T = 1."""
+    cases = []
+    # RoPE at positions 2.. (offset: not only the angle-0 first row), T = 1 and T > 1
+    for label, (B, nh, T, hs) in [("B=1 nh=1 T=1", (1, 1, 1, 4)),
+                                  ("B=2 nh=2 T=3 hs=6", (2, 2, 3, 6))]:
+        cos, sin = L.rope_table(T, hs, theta=100.0, dtype=np.float64, offset=2)
+        cases.append(GradCase(
+            "rope", label, lambda x, cos=cos, sin=sin: L.rope_forward(x, cos, sin),
+            L.rope_backward, {"x": r(B, nh, T, hs)}, ["x"]))
+    for label, xshape in [("B=1 T=1", (1, 1, 6)), ("B=2 T=3", (2, 3, 6))]:
+        cases.append(GradCase(
+            "rmsnorm", label, L.rmsnorm_forward, L.rmsnorm_backward,
+            {"x": r(*xshape, scale=3.0) + 1.5, "w": r(6)}, ["x", "w"]))
+    cases.append(GradCase("silu", "x in [-5, 5]", L.silu_forward, L.silu_backward,
+                          {"x": r(2, 3, 8, scale=2.5)}, ["x"]))
+    for label, (B, T) in [("B=1 T=1", (1, 1)), ("B=2 T=3", (2, 3))]:
+        cases.append(GradCase(
+            "swiglu_mlp", label, L.swiglu_mlp_forward, L.swiglu_mlp_backward,
+            {"x": r(B, T, 4), "w_gate": r(4, 6, scale=0.7), "w_up": r(4, 6, scale=0.7),
+             "w_down": r(6, 4, scale=0.7)}, ["x", "w_gate", "w_up", "w_down"]))
+    # the heads alone: k and v have nkv heads, shared by nh / nkv query heads each
+    shapes = [("B=1 T=1 nh=2 nkv=1", (1, 1, 2, 1, 2)),
+              ("B=2 T=4 nh=4 nkv=2", (2, 4, 4, 2, 3)),
+              ("B=1 T=5 nh=3 nkv=1", (1, 5, 3, 1, 2)),
+              ("B=2 T=3 nh=2 nkv=2", (2, 3, 2, 2, 3))]
+    for fwd, bwd, name in [(L.gqa_core_forward, L.gqa_core_backward, "gqa_core"),
+                           (L.gqa_reference_forward, L.gqa_reference_backward,
+                            "gqa_reference")]:
+        for label, (B, T, nh, nkv, hs) in shapes:
+            cases.append(GradCase(
+                name, label, fwd, bwd,
+                {"q": r(B, nh, T, hs), "k": r(B, nkv, T, hs), "v": r(B, nkv, T, hs)},
+                ["q", "k", "v"]))
+    # the whole layer: projections, RoPE, heads, output projection
+    for label, (B, T, nh, nkv, hs) in [("B=1 T=1 nh=2 nkv=1", (1, 1, 2, 1, 2)),
+                                       ("B=2 T=4 nh=4 nkv=2", (2, 4, 4, 2, 2)),
+                                       ("B=2 T=3 nh=2 nkv=2", (2, 3, 2, 2, 2))]:
+        C = nh * hs
+        cos, sin = L.rope_table(T, hs, theta=100.0, dtype=np.float64)
+        cases.append(GradCase(
+            "gqa_attention", label,
+            lambda *a, nh=nh, nkv=nkv, cos=cos, sin=sin: L.gqa_attention_forward(
+                *a, nh, nkv, cos, sin),
+            L.gqa_attention_backward,
+            {"x": r(B, T, C), "w_q": r(C, C, scale=0.5), "w_k": r(C, nkv * hs, scale=0.5),
+             "w_v": r(C, nkv * hs, scale=0.5), "w_o": r(C, C, scale=0.5)},
+            ["x", "w_q", "w_k", "w_v", "w_o"]))
     return cases
 
 
@@ -408,3 +461,42 @@ def run_model_checks(seed=0):
             rows.append(("GPT " + label, name, err, MODEL_THRESHOLD))
     return rows
 
+
+
+# --- the whole Llama (numpygpt/llama.py) ----------------------------------------------------
+
+
+def llama_model_cases():
+    """Whole-Llama checks: (label, LlamaConfig kwargs, batch shape, ignored targets?)."""
+    base = dict(vocab_size=7, block_size=5, n_layer=2, n_head=4, n_kv_head=2, n_embd=8,
+                intermediate_size=6, rope_theta=100.0)
+    return [
+        ("GQA nh=4 nkv=2, untied head", {**base}, (2, 4), False),
+        ("GQA, tied head, ignored targets", {**base, "tie_embeddings": True}, (2, 4), True),
+        ("multi-query nkv=1, B=1 T=1", {**base, "n_head": 2, "n_kv_head": 1}, (1, 1), False),
+        ("nkv=nh=2, tied head", {**base, "n_head": 2, "n_kv_head": 2,
+                                 "tie_embeddings": True}, (2, 3), False),
+    ]
+
+
+def run_llama_model_checks(seed=0):
+    """Run every whole-Llama check. Returns rows (label, param, max rel error, threshold)."""
+    from .llama import Llama, LlamaConfig  # here: the model imports the layers
+
+    rows = []
+    for label, kwargs, (B, T), ignore in llama_model_cases():
+        model = Llama(LlamaConfig(**kwargs), seed=seed, dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        for p in model.params.values():  # random gains (ones hide mistakes), larger weights
+            if p.ndim == 1:
+                p[...] = 1.0 + 0.5 * rng.standard_normal(p.shape)
+            else:
+                p *= 10
+        idx = rng.integers(0, model.config.vocab_size, (B, T))
+        idx[0, 0] = idx[-1, -1]  # a duplicate id, so the lookup must accumulate
+        targets = rng.integers(0, model.config.vocab_size, (B, T))
+        if ignore:
+            targets[0, 1] = targets[-1, 0] = -1
+        for name, err in check_model(model, idx, targets).items():
+            rows.append(("Llama " + label, name, err, MODEL_THRESHOLD))
+    return rows

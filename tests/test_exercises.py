@@ -947,6 +947,21 @@ def test_sequence_mean_ce_reference_weighs_each_sequence_alike():
     assert not np.isclose(loss, L.softmax_cross_entropy_forward(logits, targets)[0])
 
 
+# --- notebook 20 (from GPT-2 to Llama); more in tests/test_exercises_llama.py ---------------
+
+CORRECT[E.check_rmsnorm_backward] = L.rmsnorm_backward
+CHECKERS = CHECKERS + [E.check_rmsnorm_backward]
+WRONG += [
+    # layer norm's backward with mean 0: its -mean(g) term kept
+    pytest.param(E.check_rmsnorm_backward, lambda d, c: (
+        L.layernorm_backward(d, (c[0], c[2], 0 * c[1], c[1]))[0], L.rmsnorm_backward(d, c)[1]),
+        "dx", "-mean(g) term is still there", id="rmsnorm-layernorm-mean-term"),
+    pytest.param(E.check_rmsnorm_backward, lambda d, c: (d * c[2] * c[1],
+                                                         L.rmsnorm_backward(d, c)[1]),
+                 "dx", "-xhat*mean(g*xhat) term is missing", id="rmsnorm-rstd-constant"),
+]
+
+
 # --- notebook 19 (data parallelism); more in tests/test_exercises_parallel.py -----------------
 
 CORRECT[E.check_data_parallel_grads] = E.reference_data_parallel_grads

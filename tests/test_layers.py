@@ -54,6 +54,26 @@ GRADIENT_CHECKS = [
     ("softmax_cross_entropy", "B=1 T=1", "logits", 1e-7),
     ("softmax_cross_entropy", "B=2 T=3", "logits", 1e-7),
     ("softmax_cross_entropy", "ignored targets (-1)", "logits", 1e-7),
+    # Llama's layers (more checks in tests/test_llama.py)
+    ("rope", "B=1 nh=1 T=1", "x", 1e-7),
+    ("rope", "B=2 nh=2 T=3 hs=6", "x", 1e-7),
+    ("rmsnorm", "B=1 T=1", "x w", 1e-7),
+    ("rmsnorm", "B=2 T=3", "x w", 1e-7),
+    ("silu", "x in [-5, 5]", "x", 1e-7),
+    ("swiglu_mlp", "B=1 T=1", "x w_gate w_up w_down", 1e-7),
+    ("swiglu_mlp", "B=2 T=3", "x w_gate w_up w_down", 1e-7),
+    # shared key/value heads: their gradient sums over the query heads of their group
+    ("gqa_core", "B=1 T=1 nh=2 nkv=1", "q k v", 1e-7),
+    ("gqa_core", "B=2 T=4 nh=4 nkv=2", "q k v", 1e-7),
+    ("gqa_core", "B=1 T=5 nh=3 nkv=1", "q k v", 1e-7),
+    ("gqa_core", "B=2 T=3 nh=2 nkv=2", "q k v", 1e-7),
+    ("gqa_reference", "B=1 T=1 nh=2 nkv=1", "q k v", 1e-7),
+    ("gqa_reference", "B=2 T=4 nh=4 nkv=2", "q k v", 1e-7),
+    ("gqa_reference", "B=1 T=5 nh=3 nkv=1", "q k v", 1e-7),
+    ("gqa_reference", "B=2 T=3 nh=2 nkv=2", "q k v", 1e-7),
+    ("gqa_attention", "B=1 T=1 nh=2 nkv=1", "x w_q w_k w_v w_o", 1e-7),
+    ("gqa_attention", "B=2 T=4 nh=4 nkv=2", "x w_q w_k w_v w_o", 1e-7),
+    ("gqa_attention", "B=2 T=3 nh=2 nkv=2", "x w_q w_k w_v w_o", 1e-7),
 ]
 
 CASES = {(c.layer, c.label): c for c in layer_cases(seed=0)}
@@ -184,6 +204,21 @@ def _layer_calls(dtype):
          L.dropout_backward),
         ("softmax_cross_entropy", lambda: L.softmax_cross_entropy_forward(r(B, T, V), idx),
          L.softmax_cross_entropy_backward),
+        # Llama's layers
+        ("rope", lambda: L.rope_forward(r(B, 2, T, 4), *L.rope_table(T, 4, dtype=dtype)),
+         L.rope_backward),
+        ("rmsnorm", lambda: L.rmsnorm_forward(r(B, T, C), r(C)), L.rmsnorm_backward),
+        ("silu", lambda: L.silu_forward(r(B, T, C)), L.silu_backward),
+        ("swiglu_mlp", lambda: L.swiglu_mlp_forward(r(B, T, C), r(C, 6), r(C, 6), r(6, C)),
+         L.swiglu_mlp_backward),
+        ("gqa_core", lambda: L.gqa_core_forward(r(B, 4, T, 2), r(B, 2, T, 2), r(B, 2, T, 2)),
+         L.gqa_core_backward),
+        ("gqa_reference", lambda: L.gqa_reference_forward(r(B, 4, T, 2), r(B, 2, T, 2),
+                                                          r(B, 2, T, 2)),
+         L.gqa_reference_backward),
+        ("gqa_attention", lambda: L.gqa_attention_forward(
+            r(B, T, C), r(C, C), r(C, 4), r(C, 4), r(C, C), 4, 2,
+            *L.rope_table(T, 2, dtype=dtype)), L.gqa_attention_backward),
     ]
 
 

@@ -28,6 +28,17 @@ from .classifier import classifier_backward, classifier_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward, gelu_reference_backward, gelu_reference_forward
+from .gqa import (
+    GQAAttentionCache,
+    GQACoreCache,
+    gqa_attention_backward,
+    gqa_attention_forward,
+    gqa_cached_forward,
+    gqa_core_backward,
+    gqa_core_forward,
+    gqa_reference_backward,
+    gqa_reference_forward,
+)
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .lora import lora_backward, lora_forward
@@ -39,6 +50,14 @@ from .positional import (
     sinusoidal_positional_backward,
     sinusoidal_positional_forward,
     sinusoidal_table,
+)
+from .rmsnorm import rmsnorm_backward, rmsnorm_forward
+from .rope import rope_backward, rope_forward, rope_table
+from .swiglu import (
+    silu_backward,
+    silu_forward,
+    swiglu_mlp_backward,
+    swiglu_mlp_forward,
 )
 
 __all__ = [
@@ -54,6 +73,13 @@ __all__ = [
     "lora_forward", "mlp_backward", "mlp_forward", "sinusoidal_positional_backward",
     "sinusoidal_positional_forward", "sinusoidal_table", "softmax_cross_entropy_backward",
     "softmax_cross_entropy_forward",
+]
+__all__ += [
+    "GQAAttentionCache", "GQACoreCache", "gqa_attention_backward", "gqa_attention_forward",
+    "gqa_cached_forward", "gqa_core_backward", "gqa_core_forward", "gqa_reference_backward",
+    "gqa_reference_forward",
+    "rmsnorm_backward", "rmsnorm_forward", "rope_backward", "rope_forward", "rope_table",
+    "silu_backward", "silu_forward", "swiglu_mlp_backward", "swiglu_mlp_forward",
 ]
 
 # Every forward/backward pair exported above, by name: "gelu" -> (gelu_forward, gelu_backward).
