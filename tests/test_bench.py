@@ -262,6 +262,33 @@ def test_torch_profile_groups_the_same_step_by_operator():
         {"unavailable": "torch.profiler cannot be imported (test)"})
 
 
+def test_profile_chart_has_a_bar_per_row_and_compares_shares():
+    """plot_profile (the course's chart): one forward and one backward bar per layer row, one
+    bar for clip and for AdamW; with a PyTorch profile, a second panel of shares in which
+    numpygpt's rows and PyTorch's groups each add up to 100%."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = bench.profile_step(steps=1, threads=1, peak=1e11, cfg=TINY_DROP, B=2, T=8)
+    fig = bench.plot_profile(res)
+    (ax,) = fig.axes
+    n_update = sum("update_ms" in row for row in res["rows"])
+    assert len(ax.patches) == 2 * (len(res["rows"]) - n_update) + n_update
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["row"] for r in res["rows"]][::-1]
+    plt.close(fig)
+    groups = {g: 1.0 for g in ("attention (SDPA)", "GEMM (mm, addmm, bmm)", "GELU",
+                               "layer norm", "cross-entropy (log_softmax, nll)", "embedding",
+                               "dropout", "AdamW + clip (_foreach ops)", bench.TORCH_OTHER,
+                               bench.TORCH_PYTHON)}
+    fig = bench.plot_profile(res, {"groups": groups, "ms_per_step": 10.0})
+    _, ax2 = fig.axes
+    bars = ax2.patches
+    ours, theirs = bars[:len(bars) // 2], bars[len(bars) // 2:]
+    assert sum(b.get_width() for b in ours) == pytest.approx(100.0, abs=4.0)  # tiny groups cut
+    assert sum(b.get_width() for b in theirs) == pytest.approx(100.0, abs=1e-9)
+    plt.close(fig)
+
 def test_bench_profile_cli_prints_the_table_and_writes_json(tmp_path, capsys, monkeypatch):
     calls = []
     real = bench.profile_step
