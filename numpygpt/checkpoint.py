@@ -443,7 +443,8 @@ def _check_model(path, config, tokenizer, params):
     if not isinstance(model, dict):
         return
     n_layer = model.get("n_layer")
-    layers = {name.split(".")[1] for name in params if name.startswith("h.")}
+    layers = {name.split(".")[1] for name in params if name.startswith("h.")}  # GPT-2's names
+    layers |= {name.split(".")[2] for name in params if name.startswith("model.layers.")}  # Llama's
     if type(n_layer) is int and n_layer != len(layers):
         raise CheckpointError(f"checkpoint '{path}': its config says n_layer={n_layer:,} but "
                               f"it holds the parameters of {len(layers):,} layers")

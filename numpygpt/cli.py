@@ -50,14 +50,21 @@ def _add_train_flags(p):
              "lr_decay_iters": "length of the cosine schedule (default: max-iters)",
              "grad_accum": "micro-batches per optimizer step",
              "tokenizer": "'char' (one token per character, default) or 'bpe' (byte-level BPE)",
-             "vocab_size": "vocabulary size of a BPE tokenizer (default 512)"}
+             "vocab_size": "vocabulary size of a BPE tokenizer (default 512)",
+             "arch": "'gpt' (GPT-2, default) or 'llama' (RoPE, RMSNorm, SwiGLU, grouped-query "
+                     "attention; the preset's sizes, no dropout)",
+             "n_kv_head": "llama: key/value heads (default n-head / 2)",
+             "intermediate_size": "llama: MLP width (default 8 n-embd / 3, up to a multiple "
+                                  "of 128)",
+             "rope_theta": "llama: RoPE's base (default 10000)"}
     for f in fields(TrainConfig):
         if f.name == "preset":
             continue
         kind = {"int | None": int}.get(str(f.type), None) or {"int": int, "float": float,
                                                               "str": str}[str(f.type)]
         extra = {"pos_encoding": {"choices": ["learned", "sinusoidal"]},
-                 "tokenizer": {"choices": ["char", "bpe"]}}.get(f.name, {})
+                 "tokenizer": {"choices": ["char", "bpe"]},
+                 "arch": {"choices": ["gpt", "llama"]}}.get(f.name, {})
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS,
                        help=helps.get(f.name, "overrides the preset"), **extra)
 
@@ -122,8 +129,9 @@ def cmd_train(args):
         if world.size == 1:  # N ranks: train() checks it on rank 0 and tells the others
             check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
     if world.is_root:
-        print(f"training preset '{cfg.preset}' on '{cfg.data}' for {cfg.max_iters} iterations "
-              f"(n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, "
+        arch = "" if cfg.arch == "gpt" else f" ({cfg.arch})"
+        print(f"training preset '{cfg.preset}'{arch} on '{cfg.data}' for {cfg.max_iters} "
+              f"iterations (n_layer={cfg.n_layer}, n_head={cfg.n_head}, n_embd={cfg.n_embd}, "
               f"block_size={cfg.block_size}, batch_size={cfg.batch_size})", flush=True)
     if world.size > 1 and world.is_root:
         print(f"data-parallel on {world.size} MPI processes: {cfg.batch_size // world.size} "
@@ -269,10 +277,11 @@ def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
 def cmd_sample(args):
     import numpy as np
 
+    from .arch import build_model, checkpoint_arch, config_from_dict
     from .checkpoint import CheckpointError, load_checkpoint
     from .data import tokenizer_from_dict
     from .hf import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
-    from .model import GPT, GPTConfig, check_sampling
+    from .model import check_sampling
 
     if args.tokens < 0:
         raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
@@ -299,7 +308,8 @@ def cmd_sample(args):
         if isinstance(ckpt.config.get("finetune"), dict):  # a `finetune` run
             return _sample_finetuned(ckpt, args)
         try:
-            model = GPT(GPTConfig.from_dict(ckpt.config.get("model")), params=ckpt.params)
+            model = build_model(config_from_dict(checkpoint_arch(ckpt.config, args.ckpt),
+                                                 ckpt.config.get("model")), params=ckpt.params)
             tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         except UserError as e:  # a config or tokenizer that does not fit (never a bug: those
             # keep their traceback)
@@ -333,7 +343,12 @@ def _check_seed(seed):
 
 
 def cmd_gradcheck(args):
-    from .gradcheck import format_table, run_layer_checks, run_model_checks
+    from .gradcheck import (
+        format_table,
+        run_layer_checks,
+        run_llama_model_checks,
+        run_model_checks,
+    )
 
     _check_seed(args.seed)
     rows = run_layer_checks(args.seed)  # (layer, case, tensor, max rel error, threshold)
@@ -341,6 +356,8 @@ def cmd_gradcheck(args):
         # the model's case labels read "GPT <case>": the layer column already says GPT
         rows += [("GPT", label.removeprefix("GPT "), name, err, thr)
                  for label, name, err, thr in run_model_checks(args.seed)]
+        rows += [("Llama", label.removeprefix("Llama "), name, err, thr)
+                 for label, name, err, thr in run_llama_model_checks(args.seed)]
     print(format_table(rows))
     bad = [r for r in rows if not r[3] <= r[4]]
     worst = max(r[3] for r in rows)

@@ -196,6 +196,11 @@ def load_base(ckpt, dropout=0.0):
                 model.merge_lora()
             what = f"fine-tuned run '{ckpt}'"
         else:
+            from .arch import checkpoint_arch
+
+            if checkpoint_arch(saved.config, f"checkpoint '{ckpt}'") != "gpt":
+                raise CheckpointError(f"checkpoint '{ckpt}' holds a Llama model: fine-tuning "
+                                      f"(its classifier head, LoRA) is built for GPT models")
             try:
                 model = GPT(GPTConfig.from_dict(saved.config.get("model")), params=saved.params)
                 tokenizer = tokenizer_from_dict(saved.tokenizer)

@@ -27,8 +27,6 @@ heads, hs = C // nh head size, I intermediate size (the MLP's hidden units), L l
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -36,10 +34,8 @@ import numpy as np
 
 from . import layers as L
 from .checkpoint import validate_params
-from .data import get_batch
 from .errors import ConfigError, check_int, check_real
 from .model import check_idx, check_memory, check_sampling, sample_next
-from .optim import AdamW, clip_grad_norm, cosine_lr
 
 
 @dataclass
@@ -435,55 +431,5 @@ def kv_cache_bytes(n_layer, n_kv_head, head_size, T, batch_size=1, itemsize=4):
     return 2 * n_layer * n_kv_head * head_size * T * batch_size * itemsize
 
 
-# --- the same training loop for both architectures (for comparisons) ---------------------
-
-
-def train_compare(model, train_ids, val_ids, max_iters, batch_size, lr=1e-3, min_lr=1e-4,
-                  warmup_iters=100, weight_decay=0.1, grad_clip=1.0, eval_every=100,
-                  eval_iters=20, seed=1337):
-    """Train `model` (a GPT or a Llama: the same API) with numpygpt.train's recipe, without
-    its files: AdamW(betas 0.9, 0.99), warmup + cosine learning rate, global-norm clipping,
-    random windows from get_batch. For side-by-side comparisons on the same data and budget
-    (the batches and the evaluation windows depend on `seed` only, not on the model).
-
-    Returns a dict: history (rows {step, train_loss, val_loss}), losses (per step),
-    seconds (training time, evaluations excluded), tokens_per_sec, n_params.
-    """
-    T = model.config.block_size
-    opt = AdamW(model.params, lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=weight_decay)
-    data_rng = np.random.default_rng([seed, 1])
-
-    def evaluate(ids):
-        rng = np.random.default_rng([seed, 2])  # the same windows every time
-        model.eval()
-        losses = [model.forward(*get_batch(ids, T, batch_size, rng))[1]
-                  for _ in range(eval_iters)]
-        model.train()
-        return float(np.mean(losses))
-
-    history, losses, seconds = [], [], 0.0
-    for step in range(max_iters + 1):
-        if step % eval_every == 0 or step == max_iters:
-            history.append({"step": step, "train_loss": evaluate(train_ids),
-                            "val_loss": evaluate(val_ids)})
-        if step == max_iters:
-            break
-        t0 = time.perf_counter()
-        opt.lr = cosine_lr(step, lr, min_lr, warmup_iters, max_iters)
-        x, y = get_batch(train_ids, T, batch_size, data_rng)
-        _, loss = model.forward(x, y)
-        grads = model.backward()
-        if grad_clip > 0:
-            clip_grad_norm(grads, grad_clip)
-        opt.step(grads)
-        seconds += time.perf_counter() - t0
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss} at step {step}")
-        losses.append(loss)
-    return {"history": history, "losses": losses, "seconds": seconds,
-            "tokens_per_sec": max_iters * batch_size * T / seconds if seconds else None,
-            "n_params": model.num_params()}
-
-
 __all__ = ["Llama", "LlamaConfig", "llama_param_shapes", "llama_param_count",
-           "init_llama_params", "kv_cache_bytes", "train_compare"]
+           "init_llama_params", "kv_cache_bytes"]

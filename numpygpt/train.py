@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arch import ARCHS, build_model, checkpoint_arch, config_from_dict, param_count, param_shapes
 from .checkpoint import (
     CKPT_NAME,
     CheckpointError,
@@ -36,7 +37,7 @@ from .checkpoint import (
 from .data import get_batch, load_corpus, prepare_data, tokenizer_from_dict
 from .errors import ConfigError, UserError, check_int, check_real
 from .io import atomic_write_json, atomic_write_text, quote, read_text
-from .model import GPT, POS_ENCODINGS, GPTConfig, check_memory, param_count, param_shapes
+from .model import GPT, POS_ENCODINGS, GPTConfig, check_memory
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .parallel import (
     GradAllReduce,
@@ -80,12 +81,16 @@ class TrainConfig:
     tokenizer: str = "char"  # "char" or "bpe" (byte-level BPE trained on the training text)
     vocab_size: int = 512  # tokens of a BPE tokenizer (>= 256); a char tokenizer ignores it
     # model
+    arch: str = "gpt"  # "gpt" (GPT-2) or "llama" (RoPE, RMSNorm, SwiGLU, grouped-query attention)
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 64
-    dropout: float = 0.0
-    pos_encoding: str = "learned"
+    dropout: float = 0.0  # GPT only: Llama has no dropout
+    pos_encoding: str = "learned"  # GPT only: Llama rotates q and k (RoPE)
+    n_kv_head: int | None = None  # Llama: key/value heads; None = n_head / 2 (n_head if odd)
+    intermediate_size: int | None = None  # Llama: MLP width; None = 8C/3 up to a multiple of 128
+    rope_theta: float = 10000.0  # Llama: RoPE's base
     # optimisation
     batch_size: int = 12
     grad_accum: int = 1  # micro-batches per step: effective batch = batch_size * grad_accum
@@ -106,10 +111,14 @@ class TrainConfig:
 
     @classmethod
     def preset_config(cls, name, **overrides):
-        """A config from a preset ('tiny', 'baby', 'small') with some fields overridden."""
+        """A config from a preset ('tiny', 'baby', 'small') with some fields overridden.
+        With arch="llama" the preset's sizes stay and its dropout becomes 0 (Llama has none)."""
         if not isinstance(name, str) or name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], "preset": name, **overrides})
+        preset = dict(PRESETS[name])
+        if overrides.get("arch") == "llama":
+            preset["dropout"] = 0.0
+        return cls(**{**preset, "preset": name, **overrides})
 
     def __post_init__(self):
         # Types are checked, not coerced: a config may come from a notebook, a flag or a
@@ -125,7 +134,7 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} must be a string, got {value!r}")
             setattr(self, name, value)
         for name, choices in (("tokenizer", ("char", "bpe")), ("pos_encoding", POS_ENCODINGS),
-                              ("preset", tuple(PRESETS))):
+                              ("preset", tuple(PRESETS)), ("arch", ARCHS)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}; "
@@ -137,6 +146,21 @@ class TrainConfig:
             setattr(self, name, check_int(flag(name), getattr(self, name), minimum=0))
         if self.lr_decay_iters is not None:
             self.lr_decay_iters = check_int("lr-decay-iters", self.lr_decay_iters, minimum=0)
+        for name in ("n_kv_head", "intermediate_size"):
+            if getattr(self, name) is not None:
+                if self.arch != "llama":
+                    raise ConfigError(f"{flag(name)} is a Llama setting: give --arch llama")
+                setattr(self, name, check_int(flag(name), getattr(self, name), minimum=1))
+        self.rope_theta = check_real("rope-theta", self.rope_theta, 1.0, None)
+        if self.arch == "llama":
+            if self.dropout > 0:
+                raise ConfigError(f"the Llama architecture has no dropout: drop --dropout "
+                                  f"{self.dropout:g} (or give 0)")
+            if self.pos_encoding != "learned":
+                raise ConfigError("pos-encoding is a GPT setting: Llama rotates its queries and "
+                                  "keys (RoPE) instead of adding position vectors")
+        elif self.rope_theta != 10000.0:
+            raise ConfigError("rope-theta is a Llama setting: give --arch llama")
         for name, low, high in (("lr", 0.0, None), ("min_lr", 0.0, None),
                                 ("weight_decay", 0.0, None), ("grad_clip", 0.0, None),
                                 ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("dropout", 0.0, 1.0)):
@@ -151,6 +175,18 @@ class TrainConfig:
                               f"byte), got {self.vocab_size}")
 
     def model_config(self, vocab_size):
+        """The model's config (a GPTConfig or a LlamaConfig) for a vocabulary of vocab_size."""
+        if self.arch == "llama":
+            from .llama import LlamaConfig
+
+            C, nh = self.n_embd, self.n_head
+            kv = self.n_kv_head or (nh // 2 if nh % 2 == 0 else nh)
+            # Llama's MLP width: 2/3 of GPT's 4C (three matrices instead of two, about the
+            # same parameters), rounded up to a multiple of 128 (baby: 384; small: 1024)
+            width = self.intermediate_size or math.ceil(8 * C / 3 / 128) * 128
+            return LlamaConfig(vocab_size=vocab_size, block_size=self.block_size,
+                               n_layer=self.n_layer, n_head=nh, n_kv_head=kv, n_embd=C,
+                               intermediate_size=width, rope_theta=self.rope_theta)
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size,
                          n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
                          dropout=self.dropout, pos_encoding=self.pos_encoding)
@@ -174,10 +210,14 @@ def estimate_memory(cfg, vocab_size=None):
     vocab_size: the tokenizer's, once known; before, the BPE vocab_size or 256 characters.
     """
     V = vocab_size or (cfg.vocab_size if cfg.tokenizer == "bpe" else 256)
-    P = param_count(cfg.model_config(V))
+    mcfg = cfg.model_config(V)
+    P = param_count(mcfg)
     B, T, C, nh = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_head
     weights = (5 + (cfg.grad_accum > 1)) * P
-    activations = cfg.n_layer * (20 * B * T * C + 3 * B * nh * T * T) + 3 * B * T * V \
+    # Llama's block: the same count with its MLP's three I-wide arrays (gate, up, their
+    # product) in place of GPT's two 4C-wide ones
+    per_block = 20 * C if cfg.arch == "gpt" else 12 * C + 3 * mcfg.intermediate_size
+    activations = cfg.n_layer * (per_block * B * T + 3 * B * nh * T * T) + 3 * B * T * V \
         + 4 * B * T * C
     return 4 * (weights + activations)
 
@@ -330,7 +370,7 @@ def _read_history(log_path, step):
 
 @dataclass
 class TrainResult:
-    model: GPT
+    model: GPT  # or a Llama (cfg.arch "llama")
     tokenizer: object
     metrics: dict
     history: list  # the rows written to log.jsonl
@@ -434,10 +474,14 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
                                           f"not saved by train() and cannot be resumed")
             step, data_state, model_state = _resume_state(ckpt, cfg, where)
             try:
-                saved_mcfg = GPTConfig.from_dict(ckpt.config["model"])
+                saved_arch = checkpoint_arch(ckpt.config, where)
+                saved_mcfg = config_from_dict(saved_arch, ckpt.config["model"])
                 tokenizer = tokenizer_from_dict(ckpt.tokenizer)
             except (ValueError, TypeError, RecursionError) as e:
                 raise CheckpointError(f"checkpoint in {where} is not usable: {e}") from None
+            if saved_arch != cfg.arch:
+                raise ConfigError(f"the run in {where} trains a {saved_arch} model: --arch "
+                                  f"{cfg.arch} cannot resume it (drop --arch)")
             _check_same_tokenizer(ckpt, cfg, tokenizer, where)
             log_path = out / "log.jsonl"
             history = _read_history(log_path, step) if log_path.exists() else []
@@ -453,7 +497,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
         eval_seed = [cfg.seed, 2]  # the same evaluation windows every time
         if ckpt is None:
             step, history = 0, []
-            model = GPT(mcfg, seed=cfg.seed, dtype=np.float32)
+            model = build_model(mcfg, seed=cfg.seed, dtype=np.float32)
         else:
             # Compare first, build after: the saved config and every array's shape must match
             # the settings, so a checkpoint cannot make us allocate a model it does not hold.
@@ -461,7 +505,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
                 raise CheckpointError(f"checkpoint in {where} is for a different model "
                                       f"({saved_mcfg}); the current settings give {mcfg}")
             validate_params(ckpt.params, param_shapes(mcfg), what=f"checkpoint in {where}")
-            model = GPT(mcfg, seed=cfg.seed, dtype=np.float32, params=ckpt.params)
+            model = build_model(mcfg, seed=cfg.seed, dtype=np.float32, params=ckpt.params)
         opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
                     weight_decay=cfg.weight_decay)
         if ckpt is not None:
@@ -607,6 +651,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
             "n_params": model.num_params(),
             "interrupted": interrupted or flag.stop,  # also a Ctrl-C during the final save
             "preset": cfg.preset,
+            "arch": cfg.arch,
             "data": cfg.data,
             "world_size": world.size,  # processes that trained data-parallel (mpiexec -n)
         }

@@ -25,7 +25,7 @@ from numpygpt.gradcheck import (
     run_llama_model_checks,
 )
 from numpygpt.layers.gqa import _merge
-from numpygpt.llama import llama_param_count, llama_param_shapes, train_compare
+from numpygpt.llama import llama_param_count, llama_param_shapes
 
 LLAMA_LAYERS = ("rope", "rmsnorm", "silu", "swiglu_mlp", "gqa_core", "gqa_reference",
                 "gqa_attention")
@@ -464,20 +464,6 @@ def test_older_transformers_config_keys_are_read(tmp_path, exported):
     config.update(rope_theta=123.0, rope_scaling=None)
     _write_folder(tmp_path / "old", config, tensors)
     assert Llama.from_pretrained(tmp_path / "old").config.rope_theta == 123.0
-
-
-# --- the comparison helper ------------------------------------------------------------------
-
-
-def test_train_compare_lowers_the_loss_of_a_repeating_sequence():
-    ids = np.tile(np.arange(11), 60)
-    model = Llama(tiny(), seed=0)
-    result = train_compare(model, ids, ids, max_iters=40, batch_size=4, lr=1e-2,
-                           warmup_iters=5, eval_every=20, eval_iters=2)
-    first, last = result["history"][0]["val_loss"], result["history"][-1]["val_loss"]
-    assert [r["step"] for r in result["history"]] == [0, 20, 40]
-    assert last < 0.5 * first and len(result["losses"]) == 40
-    assert result["n_params"] == model.num_params() and result["tokens_per_sec"] > 0
 
 
 def test_attention_probs_are_causal_distributions():
