@@ -319,12 +319,15 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     res = {"config": name, "batch_size": B, "block_size": cfg.block_size, "threads": threads,
            "ms_per_step": 1e3 * t, "tokens_per_sec": B * cfg.block_size / t,
            "gflops": flops / t / 1e9, "peak_gflops": peak / 1e9, "mfu": flops / t / peak,
-           "peak_mem_mb": peak_memory("numpy", cfg, B, threads)["step"] / 2**20}
+           # the whole footprint ("total"), not what one step adds ("step"): numpygpt keeps the
+           # last step's caches between steps (attention_probs() reads them), PyTorch frees
+           # its saved tensors, so "step" would leave our activations out and not PyTorch's
+           "peak_mem_mb": peak_memory("numpy", cfg, B, threads)["total"] / 2**20}
     if th_step:
         ratios = [a / b for a, b in zip(np_times, th_times, strict=True)]
         res.update({"torch_ms_per_step": 1e3 * statistics.median(th_times),
                     "ratio_vs_torch": statistics.median(ratios),
-                    "torch_peak_mem_mb": peak_memory("torch", cfg, B, threads)["step"] / 2**20})
+                    "torch_peak_mem_mb": peak_memory("torch", cfg, B, threads)["total"] / 2**20})
         res["mem_ratio_vs_torch"] = res["peak_mem_mb"] / res["torch_peak_mem_mb"]
     return res
 
