@@ -272,6 +272,15 @@ def test_two_ranks_equal_one_process_and_only_rank_0_writes(folder):
 
 
 @needs_mpi
+def test_a_llama_trains_data_parallel_like_one_process(folder):
+    """--arch llama goes through the same loop: 2 ranks equal one process as for the GPT."""
+    proc = _mpirun(2, _train_cmd("llama2", *TINY, "--arch", "llama"), folder)
+    assert proc.returncode == 0, proc.stderr
+    _one_process(folder, "llama1", arch="llama")
+    m2, _ = _assert_same_run(folder / "llama2", folder / "llama1")
+    assert m2["arch"] == "llama" and m2["world_size"] == 2
+
+@needs_mpi
 @pytest.mark.parametrize("first, second", [(1, 2), (2, 1)])
 def test_resume_with_a_different_number_of_ranks(folder, first, second):
     """10 steps on `first` ranks, then 10 more on `second`: the same as 20 steps at once (the
