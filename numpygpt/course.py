@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import UserError
@@ -176,7 +177,15 @@ def _load_course_model(folder, recipe, data_sha256):
     missing = {"samples", "metrics", "history"} - set(info)
     if missing:
         raise CourseError(f"course.json lacks {', '.join(sorted(missing))}")
-    if info.get("recipe") != _recipe_dict(recipe):
+    saved = info.get("recipe")
+    if isinstance(saved, dict):
+        # a setting added to TrainConfig since the cache was written (arch, ...) had its
+        # default value then: a cache made before it still holds the same model
+        from .train import TrainConfig
+
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        saved = {**{k: defaults[k] for k in _recipe_dict(recipe) if k not in saved}, **saved}
+    if saved != _recipe_dict(recipe):
         raise CourseError("it was trained with another recipe")
     if info.get("data_sha256") != data_sha256:
         raise CourseError("it was trained on another version of the corpus (another NumPy?)")

@@ -125,3 +125,22 @@ def test_a_failed_training_leaves_the_old_cache_and_no_debris(recipe, monkeypatc
     monkeypatch.setattr(numpygpt.train, "train", _no_training)
     model2, _, info = course_model(fast=True, recipe=recipe, verbose=False)
     assert not info["trained"] and _same_params(model.params, model2.params)
+
+
+def test_a_cache_made_before_a_setting_existed_still_loads(recipe, monkeypatch):
+    """A course.json written before TrainConfig had arch, n_kv_head, ... lacks those keys; at
+    their defaults it is the same recipe, so the cache loads instead of training again. A
+    missing key whose default differs from the recipe's value still means another recipe."""
+    model, _, _ = course_model(fast=True, recipe=recipe)
+    path = course_model_dir(fast=True) / "course.json"
+    info = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("arch", "n_kv_head", "intermediate_size", "rope_theta"):
+        del info["recipe"][key]
+    path.write_text(json.dumps(info), encoding="utf-8")
+    monkeypatch.setattr(numpygpt.train, "train", _no_training)
+    model2, _, info2 = course_model(fast=True, recipe=recipe, verbose=False)
+    assert not info2["trained"] and _same_params(model.params, model2.params)
+    del info["recipe"]["n_layer"]  # the recipe's 1, not the default 4
+    path.write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(AssertionError, match="trained although"):
+        course_model(fast=True, recipe=recipe, verbose=False)
