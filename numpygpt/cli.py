@@ -439,12 +439,7 @@ def cmd_bench(args):
         print(f"generation, 192 tokens after a 64-token prompt (block 256, baby width): KV cache "
               f"{speedup:.1f}x faster, {'identical' if same else 'DIFFERENT'} greedy tokens")
     if args.json:
-        from .io import atomic_write_json
-
-        try:
-            atomic_write_json(args.json, results)
-        except OSError as e:
-            raise UserError(f"cannot write --json '{args.json}': {e.strerror or e}") from None
+        _write_json(args.json, results)
     return 0
 
 
@@ -464,13 +459,18 @@ def _bench_ddp(args):
     res = bench_ddp(args.ddp, config, rounds=args.rounds or 5, steps=args.steps or 3)
     print(format_ddp(res), flush=True)
     if args.json:
-        from .io import atomic_write_json
-
-        try:
-            atomic_write_json(args.json, res)
-        except OSError as e:
-            raise UserError(f"cannot write --json '{args.json}': {e.strerror or e}") from None
+        _write_json(args.json, res)
     return 0
+
+
+def _write_json(path, obj):
+    """bench --json: write the figures (atomically); a write that fails is one line."""
+    from .io import atomic_write_json
+
+    try:
+        atomic_write_json(path, obj)
+    except OSError as e:
+        raise UserError(f"cannot write --json '{path}': {e.strerror or e}") from None
 
 
 def _check_writable(path, flag):
