@@ -333,15 +333,22 @@ def _rank_pid(token, rank, deadline):
     raise AssertionError(f"rank {rank} not found")
 
 
-@needs_mpi
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(folder):
+def _start_long_run(folder):
+    """Two ranks training `tiny` for (practically) ever, saving every 10 steps in folder/run;
+    the ranks record their PIDs under a fresh token (_rank_pid). Returns (proc, out, token)."""
     token = uuid.uuid4().hex
     out = folder / "run"
     cmd = [_mpiexec(), "-n", "2", *_train_cmd(out, "--preset", "tiny", "--max-iters", 100000,
                                               "--eval-interval", 10, "--eval-iters", 1)]
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(NUMPYGPT_TEST_TOKEN=token),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, out, token
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(folder):
+    proc, out, token = _start_long_run(folder)
     try:
         deadline = time.monotonic() + 60
         victim = _rank_pid(token, 1, deadline)
@@ -451,12 +458,7 @@ def test_an_error_on_rank_0_mid_run_ends_the_job_with_its_message(folder):
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(folder):
     """SIGINT to rank 1 alone: its stop flag travels with the next all-reduce, so both ranks
     leave the loop after the same step, and rank 0 saves there."""
-    token = uuid.uuid4().hex
-    out = folder / "run"
-    cmd = [_mpiexec(), "-n", "2", *_train_cmd(out, "--preset", "tiny", "--max-iters", 100000,
-                                              "--eval-interval", 10, "--eval-iters", 1)]
-    proc = subprocess.Popen(cmd, cwd=folder, env=_env(NUMPYGPT_TEST_TOKEN=token),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, out, token = _start_long_run(folder)
     try:
         deadline = time.monotonic() + 60
         rank1 = _rank_pid(token, 1, deadline)
