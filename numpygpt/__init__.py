@@ -10,10 +10,11 @@ __version__ = "0.1.0"
 # The names below are imported on first use (PEP 562), not here: `python -m numpygpt` imports
 # this file before anything else, and the command line must be running, and catching Ctrl-C,
 # before NumPy takes its few hundred milliseconds to import.
-_EXPORTS = {"CharTokenizer": "data", "GPT": "model", "GPTConfig": "model", "SGD": "optim",
-            "AdamW": "optim", "clip_grad_norm": "optim", "cosine_lr": "optim",
-            "PRESETS": "train", "TrainConfig": "train",  # train(): from numpygpt.train import train
-            "Llama": "llama", "LlamaConfig": "llama"}
+_EXPORTS = {"CharTokenizer": "data.corpora", "GPT": "models.gpt", "GPTConfig": "models.gpt",
+            "SGD": "training.optim", "AdamW": "training.optim",
+            "clip_grad_norm": "training.optim", "cosine_lr": "training.optim",
+            "PRESETS": "training.train", "TrainConfig": "training.train",
+            "Llama": "models.llama", "LlamaConfig": "models.llama"}
 
 
 def __getattr__(name):

@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train_flags(p):
-    from .train import PRESETS, TrainConfig
+    from .training.train import PRESETS, TrainConfig
 
     p.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
                    help="model and schedule recipe (default: baby)")
@@ -71,8 +71,8 @@ def _add_train_flags(p):
 
 def _train_config(args):
     """Preset (or, with --resume, the saved run's settings) overridden by the given flags."""
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .train import TrainConfig
+    from .io.checkpoint import CheckpointError, load_checkpoint
+    from .training.train import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume:
@@ -113,8 +113,8 @@ def cmd_train(args):
 
     import numpy as np
 
-    from .parallel import abort_on_error, get_world, shard_rows, together
-    from .train import check_out_folder, check_run_memory, train
+    from .training.parallel import abort_on_error, get_world, shard_rows, together
+    from .training.train import check_out_folder, check_run_memory, train
 
     # `mpiexec -n N python -m numpygpt train`: N ranks run this function. A bad flag fails on
     # every rank, and `together` makes any failure stop all ranks, with one message: rank 0's
@@ -166,7 +166,7 @@ def cmd_train(args):
 
 
 def _add_finetune_flags(p):
-    from .finetune import FinetuneConfig
+    from .finetune.run import FinetuneConfig
 
     helps = {
         "ckpt": "the model to start from: a numpygpt checkpoint folder (default ./out, the "
@@ -208,8 +208,8 @@ def cmd_finetune(args):
 
     import numpy as np
 
-    from .finetune import FinetuneConfig, finetune, resume_config
-    from .train import check_out_folder
+    from .finetune.run import FinetuneConfig, finetune, resume_config
+    from .training.train import check_out_folder
 
     given = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig)
              if hasattr(args, f.name)}
@@ -260,7 +260,7 @@ def cmd_finetune(args):
 def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
     import numpy as np
 
-    from .tokenizer_base import TokenizerError
+    from .data.tokenizer_base import TokenizerError
 
     if prompt == "":  # start from a newline when the tokenizer can encode one
         byte_level = getattr(tokenizer, "kind", "") == "bpe"  # encodes any text
@@ -277,11 +277,11 @@ def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
 def cmd_sample(args):
     import numpy as np
 
-    from .arch import build_model, checkpoint_arch, config_from_dict
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import tokenizer_from_dict
-    from .hf import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
-    from .model import check_sampling
+    from .data.corpora import tokenizer_from_dict
+    from .io.checkpoint import CheckpointError, load_checkpoint
+    from .io.hf_gpt2 import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
+    from .models.gpt import check_sampling
+    from .models.registry import build_model, checkpoint_arch, config_from_dict
 
     if args.tokens < 0:
         raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
@@ -323,13 +323,13 @@ def cmd_sample(args):
 def _sample_finetuned(ckpt, args):
     """sample --ckpt on a fine-tuning run: an instruct run answers --prompt as an instruction
     (wrapped in its template, cut at the end of the response); a classifier says so."""
-    from .finetune import from_checkpoint, respond
+    from .finetune.run import from_checkpoint, respond
 
     model, tokenizer, info = from_checkpoint(ckpt, args.ckpt)
     if info["task"] != "instruct":
         raise ConfigError(f"'{args.ckpt}' is a classifier (fine-tuned for {info['task']}): it "
                           f"predicts labels, not text; see its metrics.json, or "
-                          f"numpygpt.finetune.predict")
+                          f"numpygpt.finetune.run.predict")
     if not args.prompt:
         raise ConfigError("--prompt: give the instruction to answer (this is an instruct run)")
     print(respond(model, tokenizer, info["template_obj"], args.prompt, "", args.tokens,
@@ -367,7 +367,7 @@ def cmd_gradcheck(args):
 
 
 def cmd_bench(args):
-    from .bench import (
+    from .bench.bench import (
         BENCH_CONFIGS,
         bench_attention,
         bench_finetune,
@@ -444,7 +444,7 @@ def cmd_bench(args):
 
 
 def _bench_ddp(args):
-    from .bench import bench_ddp, blas_description, cpu_name, format_ddp
+    from .bench.bench import bench_ddp, blas_description, cpu_name, format_ddp
 
     config = args.config or "baby"
     if config not in ("baby", "small"):
@@ -465,7 +465,7 @@ def _bench_ddp(args):
 
 def _write_json(path, obj):
     """bench --json: write the figures (atomically); a write that fails is one line."""
-    from .io import atomic_write_json
+    from .io.files import atomic_write_json
 
     try:
         atomic_write_json(path, obj)
@@ -488,7 +488,7 @@ def _check_writable(path, flag):
 
 
 def cmd_course_build(args):
-    from .coursesite import build_site
+    from .course.site import build_site
 
     def warn(line):
         print(line, file=sys.stderr, flush=True)
@@ -591,7 +591,8 @@ def build_parser():
 
 def _rank_label():
     """' (rank 1 of 2)' under mpiexec, where more than one process may print an error."""
-    parallel = sys.modules.get("numpygpt.parallel")  # imported only by a command that uses it
+    # imported only by a command that uses it
+    parallel = sys.modules.get("numpygpt.training.parallel")
     return parallel.rank_label() if parallel is not None else ""
 
 

@@ -425,7 +425,7 @@ def model_cases():
 
 def run_model_checks(seed=0):
     """Run every whole-model check. Returns rows (label, param, max rel error, threshold)."""
-    from .model import GPT, GPTConfig  # here, not at the top: the model imports the layers
+    from .models.gpt import GPT, GPTConfig  # here, not at the top: the model imports the layers
 
     rows = []
     for label, kwargs, (B, T), ignore, lora, head in model_cases():
@@ -481,7 +481,7 @@ def llama_model_cases():
 
 def run_llama_model_checks(seed=0):
     """Run every whole-Llama check. Returns rows (label, param, max rel error, threshold)."""
-    from .llama import Llama, LlamaConfig  # here: the model imports the layers
+    from .models.llama import Llama, LlamaConfig  # here: the model imports the layers
 
     rows = []
     for label, kwargs, (B, T), ignore in llama_model_cases():

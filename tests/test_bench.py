@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from clirun import run
 
-from numpygpt import bench
+from numpygpt.bench import bench
 from numpygpt.cli import main
 from numpygpt.errors import ConfigError
-from numpygpt.model import GPTConfig, param_count
+from numpygpt.models.gpt import GPTConfig, param_count
 
 
 def test_step_flops_by_hand():

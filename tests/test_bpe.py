@@ -1,4 +1,4 @@
-"""Tests of numpygpt.bpe: GPT-2 compatible byte-level BPE (files, encoding, training), and its
+"""Tests of numpygpt.data.bpe: GPT-2 compatible byte-level BPE (files, encoding, training), and its
 use through prepare_data, train() and the command line."""
 
 import json
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpygpt.bpe import BPETokenizer, bytes_to_unicode, merge, pre_split
-from numpygpt.data import CharTokenizer, DataError, prepare_data, tokenizer_from_dict
+from numpygpt.data.bpe import BPETokenizer, bytes_to_unicode, merge, pre_split
+from numpygpt.data.corpora import CharTokenizer, DataError, prepare_data, tokenizer_from_dict
 
 TEXT = ("The cat sat on the mat. The dog sat on the log; the cat and the dog are friends.\n"
         "Ça va? Très bien, merci! Straße, naïve café, 東京 and 🙂🙂 emoji 42 and 1234.\n"
@@ -397,7 +397,7 @@ def test_prepare_data_builds_a_bpe_tokenizer():
 
 
 def test_train_config_checks_the_tokenizer_fields():
-    from numpygpt.train import TrainConfig
+    from numpygpt.training.train import TrainConfig
 
     assert TrainConfig().tokenizer == "char" and TrainConfig().vocab_size == 512
     with pytest.raises(ValueError, match="tokenizer must be one of char, bpe; got 'word'"):
@@ -408,9 +408,9 @@ def test_train_config_checks_the_tokenizer_fields():
 
 
 def test_train_with_bpe_end_to_end(tmp_path):
-    from numpygpt.checkpoint import load_checkpoint
-    from numpygpt.model import GPT, GPTConfig
-    from numpygpt.train import TrainConfig, train
+    from numpygpt.io.checkpoint import load_checkpoint
+    from numpygpt.models.gpt import GPT, GPTConfig
+    from numpygpt.training.train import TrainConfig, train
 
     data = tmp_path / "data.txt"
     data.write_text(TEXT, encoding="utf-8")

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from numpygpt.checkpoint import (
+from numpygpt.io.checkpoint import (
     CheckpointError,
     checkpoint_exists,
     load_checkpoint,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from clirun import run
 
-from numpygpt.checkpoint import load_checkpoint
 from numpygpt.cli import main
+from numpygpt.io.checkpoint import load_checkpoint
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n"

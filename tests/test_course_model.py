@@ -1,4 +1,4 @@
-"""The course model cache (numpygpt.course.course_model): trained once, then loaded.
+"""The course model cache (numpygpt.course.notebooks.course_model): trained once, then loaded.
 
 Every test trains a one-layer model for a few steps on a small text file, with
 NUMPYGPT_CACHE pointing into tmp_path (never the user's cache).
@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-import numpygpt.train
-from numpygpt.course import course_model, course_model_dir, course_recipe
-from numpygpt.train import TrainConfig
+import numpygpt.training.train
+from numpygpt.course.notebooks import course_model, course_model_dir, course_recipe
+from numpygpt.training.train import TrainConfig
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_trains_once_then_loads_the_same_params(recipe, monkeypatch, capsys):
     assert [r["step"] for r in info["history"] if "val_loss" in r] == [0, 2, 4]
     assert info["metrics"]["step"] == 4 and not model.training
 
-    monkeypatch.setattr(numpygpt.train, "train", _no_training)
+    monkeypatch.setattr(numpygpt.training.train, "train", _no_training)
     model2, tok2, info2 = course_model(fast=True, recipe=recipe, sample_steps=(0, 2, 4))
     assert not info2["trained"] and "loaded from" in capsys.readouterr().out
     assert _same_params(model.params, model2.params) and tok2 == tok
@@ -69,7 +69,7 @@ def test_trains_once_then_loads_the_same_params(recipe, monkeypatch, capsys):
 def test_the_staged_run_equals_one_run(recipe, tmp_path):
     model, _, _ = course_model(fast=True, recipe=recipe, sample_steps=(0, 2, 4), verbose=False)
     cfg = TrainConfig(**{**recipe.__dict__, "out": str(tmp_path / "one_run")})
-    one = numpygpt.train.train(cfg, progress=False)
+    one = numpygpt.training.train.train(cfg, progress=False)
     assert _same_params(model.params, one.model.params)
 
 
@@ -116,13 +116,13 @@ def test_a_failed_training_leaves_the_old_cache_and_no_debris(recipe, monkeypatc
             raise KeyboardInterrupt
         return real_train(cfg, *args, **kwargs)
 
-    real_train = numpygpt.train.train
-    monkeypatch.setattr(numpygpt.train, "train", failing_train)
+    real_train = numpygpt.training.train.train
+    monkeypatch.setattr(numpygpt.training.train, "train", failing_train)
     with pytest.raises(KeyboardInterrupt):
         course_model(fast=True, recipe=recipe, retrain=True, verbose=False)
     folder = course_model_dir(fast=True)
     assert [p.name for p in folder.parent.iterdir()] == ["fast"]
-    monkeypatch.setattr(numpygpt.train, "train", _no_training)
+    monkeypatch.setattr(numpygpt.training.train, "train", _no_training)
     model2, _, info = course_model(fast=True, recipe=recipe, verbose=False)
     assert not info["trained"] and _same_params(model.params, model2.params)
 
@@ -137,7 +137,7 @@ def test_a_cache_made_before_a_setting_existed_still_loads(recipe, monkeypatch):
     for key in ("arch", "n_kv_head", "intermediate_size", "rope_theta"):
         del info["recipe"][key]
     path.write_text(json.dumps(info), encoding="utf-8")
-    monkeypatch.setattr(numpygpt.train, "train", _no_training)
+    monkeypatch.setattr(numpygpt.training.train, "train", _no_training)
     model2, _, info2 = course_model(fast=True, recipe=recipe, verbose=False)
     assert not info2["trained"] and _same_params(model.params, model2.params)
     del info["recipe"]["n_layer"]  # the recipe's 1, not the default 4

@@ -25,9 +25,9 @@ mistune = pytest.importorskip("mistune")
 from latex2mathml import converter as l2m  # noqa: E402
 from notebook_outputs import output_text  # noqa: E402
 
-from numpygpt import coursesite  # noqa: E402
 from numpygpt.cli import main  # noqa: E402
-from numpygpt.course import (  # noqa: E402
+from numpygpt.course import site as coursesite  # noqa: E402
+from numpygpt.course.notebooks import (  # noqa: E402
     CourseError,
     answer_markdown,
     exercises,

@@ -1,4 +1,5 @@
-"""Tests of numpygpt.data: tokenizer, corpora (downloads go to a local server), splits, batches."""
+"""Tests of numpygpt.data: the character tokenizer, the corpora (downloads go to a local server),
+splits and batches."""
 
 import hashlib
 import json
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from localhttp import LocalServer
 
-from numpygpt import data as D
-from numpygpt.data import CharTokenizer, DataError
+from numpygpt.data import corpora as D
+from numpygpt.data.corpora import CharTokenizer, DataError
 
 # --- tokenizer ---------------------------------------------------------------------------------
 

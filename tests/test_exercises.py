@@ -11,11 +11,11 @@ import re
 import numpy as np
 import pytest
 
-from numpygpt import exercises as E
 from numpygpt import layers as L
-from numpygpt.bpe import merge
-from numpygpt.model import param_shapes
-from numpygpt.optim import cosine_lr
+from numpygpt.course import exercises as E
+from numpygpt.data.bpe import merge
+from numpygpt.models.gpt import param_shapes
+from numpygpt.training.optim import cosine_lr
 
 # --- correct answers, written as a learner would ---------------------------------------------
 
@@ -789,7 +789,7 @@ def test_bigram_model_reference():
 
 
 def test_param_count_formula_matches_the_model():
-    from numpygpt.model import GPT, GPTConfig
+    from numpygpt.models.gpt import GPT, GPTConfig
     for cfg in (GPTConfig(), GPTConfig(pos_encoding="sinusoidal", n_layer=2)):
         assert E.param_count(cfg) == GPT(cfg).num_params() == param_count(cfg)
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from numpygpt import exercises as E
 from numpygpt import layers as L
+from numpygpt.course import exercises as E
 
 
 def flat(text):

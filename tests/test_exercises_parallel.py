@@ -4,7 +4,7 @@ wrong answers written as a learner would write them, each named for its mistake.
 import numpy as np
 import pytest
 
-from numpygpt.exercises import check_data_parallel_grads
+from numpygpt.course.exercises import check_data_parallel_grads
 
 
 def solution(worker, x, y, N):

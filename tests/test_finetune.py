@@ -1,4 +1,4 @@
-"""Fine-tuning runs (numpygpt.finetune and `python -m numpygpt finetune`): classify and
+"""Fine-tuning runs (numpygpt.finetune.run and `python -m numpygpt finetune`): classify and
 instruct, full / frozen / LoRA, the metrics, an exact --resume, sample on an instruct run,
 and one-line errors for bad input. Everything starts from a tiny model trained in a second."""
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from clirun import run
 
-from numpygpt.checkpoint import load_checkpoint
 from numpygpt.errors import UserError
-from numpygpt.finetune import FinetuneConfig, finetune, load_finetuned, predict, respond
-from numpygpt.train import TrainConfig, train
+from numpygpt.finetune.run import FinetuneConfig, finetune, load_finetuned, predict, respond
+from numpygpt.io.checkpoint import load_checkpoint
+from numpygpt.training.train import TrainConfig, train
 
 WORDS = ["array", "shape", "dtype", "axis", "index", "slice", "stack", "split", "copy", "view",
          "sort", "sum", "mean", "norm", "dot", "fft", "roll", "flip", "tile", "pad", "clip",
@@ -195,7 +195,7 @@ def test_a_gpt2_folder_with_a_bpe_tokenizer_fine_tunes_and_answers(tmp_path, qa_
     """The `--ckpt gpt2` path, offline: a GPT-2-format folder (safetensors, config.json,
     vocab.json, merges.txt) with a byte-level BPE tokenizer, the Alpaca template."""
     from numpygpt import GPT, GPTConfig
-    from numpygpt.bpe import BPETokenizer
+    from numpygpt.data.bpe import BPETokenizer
 
     tok = BPETokenizer.train(" ".join(f"reverse {w} {w[::-1]}" for w in WORDS) * 3,
                              vocab_size=300)
@@ -234,7 +234,7 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues(base, tmp_path):
 
 
 def test_a_damaged_fine_tuning_checkpoint_is_one_line(base, tmp_path, capsys):
-    from numpygpt.checkpoint import save_checkpoint
+    from numpygpt.io.checkpoint import save_checkpoint
 
     out = tmp_path / "run"
     finetune(quick(base, out, max_iters=2), progress=False)

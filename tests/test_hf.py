@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from localhttp import LocalServer
 
-from numpygpt import hf
-from numpygpt.checkpoint import CheckpointError
 from numpygpt.cli import main
-from numpygpt.model import GPT, GPTConfig, param_shapes
+from numpygpt.io import hf_gpt2 as hf
+from numpygpt.io.checkpoint import CheckpointError
+from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
 
 st = pytest.importorskip("safetensors.numpy")
 
@@ -41,7 +41,7 @@ def logits(model, idx=IDX):
 
 def gpt2_config(cfg, **changes):
     """A config.json like the one on the Hub for openai-community/gpt2 (written by hand, not
-    by numpygpt.hf), for the sizes of `cfg`."""
+    by numpygpt.io.hf_gpt2), for the sizes of `cfg`."""
     d = {"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
          "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
          "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
@@ -102,7 +102,7 @@ def test_export_import_round_trip_is_exact(tmp_path, dtype):
 
 
 def test_round_trip_with_a_bpe_tokenizer(tmp_path):
-    bpe = pytest.importorskip("numpygpt.bpe")
+    bpe = pytest.importorskip("numpygpt.data.bpe")
     tok = bpe.BPETokenizer.train("the cat sat on the mat; the dog sat on the log. " * 5,
                                  vocab_size=270)
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8)
@@ -233,7 +233,7 @@ def test_export_refusals(tmp_path):
         hf.save_pretrained(sinusoidal, tmp_path / "sin")
     assert not (tmp_path / "sin").exists()
 
-    from numpygpt.data import CharTokenizer
+    from numpygpt.data.corpora import CharTokenizer
 
     model = GPT(CFG)
     with pytest.raises(ValueError, match="only a BPE tokenizer.*CharTokenizer"):
@@ -267,7 +267,7 @@ def _no_proxy(monkeypatch):
 
 @pytest.fixture(scope="module")
 def hub_files(tmp_path_factory):
-    """The four files of a tiny random GPT-2, with a tokenizer if numpygpt.bpe is there."""
+    """The four files of a tiny random GPT-2, with a tokenizer if numpygpt.data.bpe is there."""
     folder = write_gpt2_folder(tmp_path_factory.mktemp("hub") / "gpt2", random_params(CFG))
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
     files["vocab.json"], files["merges.txt"] = b"{}", b"#version: 0.2\n"
@@ -352,7 +352,7 @@ def test_names():
 def tiny_gpt2_tokenizer_files(folder):
     """A hand-made GPT-2-format vocab.json/merges.txt: the 256 bytes, a few merges,
     <|endoftext|> last (as in GPT-2). Returns the vocabulary size."""
-    bpe = pytest.importorskip("numpygpt.bpe")
+    bpe = pytest.importorskip("numpygpt.data.bpe")
     byte_chars = [bpe.bytes_to_unicode()[b] for b in range(256)]
     merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), ("Ġ", "w"), ("o", "r")]
     vocab = byte_chars + [a + b for a, b in merges] + ["<|endoftext|>"]

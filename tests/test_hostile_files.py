@@ -20,14 +20,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from numpygpt import hf
-from numpygpt.bpe import BPETokenizer, bytes_to_unicode
-from numpygpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpygpt.cli import main
-from numpygpt.data import CharTokenizer
+from numpygpt.data.bpe import BPETokenizer, bytes_to_unicode
+from numpygpt.data.corpora import CharTokenizer
 from numpygpt.errors import UserError
-from numpygpt.io import FileError, read_json
-from numpygpt.model import GPT, GPTConfig, param_shapes
+from numpygpt.io import hf_gpt2 as hf
+from numpygpt.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpygpt.io.files import FileError, read_json
+from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
 
 st = pytest.importorskip("safetensors.numpy")
 

@@ -13,7 +13,6 @@ import pytest
 
 from numpygpt import Llama, LlamaConfig
 from numpygpt import layers as L
-from numpygpt.checkpoint import CheckpointError
 from numpygpt.errors import ConfigError, UserError
 from numpygpt.gradcheck import (
     MODEL_THRESHOLD,
@@ -24,8 +23,9 @@ from numpygpt.gradcheck import (
     rel_error,
     run_llama_model_checks,
 )
+from numpygpt.io.checkpoint import CheckpointError
 from numpygpt.layers.gqa import _merge
-from numpygpt.llama import llama_param_count, llama_param_shapes
+from numpygpt.models.llama import llama_param_count, llama_param_shapes
 
 LLAMA_LAYERS = ("rope", "rmsnorm", "silu", "swiglu_mlp", "gqa_core", "gqa_reference",
                 "gqa_attention")
@@ -479,7 +479,7 @@ def test_attention_probs_are_causal_distributions():
 
 
 def test_hostile_files_are_refused_before_reading(tmp_path, exported):
-    """The Llama loader reuses numpygpt.hf's guarded readers: a weights file that links out
+    """The Llama loader reuses numpygpt.io.hf_gpt2's guarded readers: a weights file that links out
     of the folder, or one cut short, is a one-line CheckpointError."""
     config, tensors = exported
     _write_folder(tmp_path / "src", config, tensors)

@@ -8,7 +8,7 @@ from numpygpt import GPT, AdamW, GPTConfig
 from numpygpt import layers as L
 from numpygpt.errors import ConfigError
 from numpygpt.gradcheck import check_model
-from numpygpt.model import LORA_TARGETS
+from numpygpt.models.gpt import LORA_TARGETS
 
 MERGE_MATCH = 1e-12  # float64 logits before and after merge_lora
 MODEL_GRAD_THRESHOLD = 1e-6

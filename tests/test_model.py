@@ -9,7 +9,7 @@ from numpygpt import GPT, AdamW, GPTConfig, clip_grad_norm
 from numpygpt import layers as L
 from numpygpt.errors import ConfigError
 from numpygpt.gradcheck import model_cases, run_model_checks
-from numpygpt.model import sample_next
+from numpygpt.models.gpt import sample_next
 
 MODEL_GRAD_THRESHOLD = 1e-6  # every parameter of the whole model, float64
 

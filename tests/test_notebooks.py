@@ -21,7 +21,7 @@ pytest.importorskip("nbclient")
 
 from notebook_outputs import output_text  # noqa: E402
 
-from numpygpt.course import (  # noqa: E402
+from numpygpt.course.notebooks import (  # noqa: E402
     answer_markdown,
     exercises,
     notebook_paths,
@@ -158,7 +158,7 @@ def course_cache(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_learner_notebook_runs_with_its_stubs(path, course_cache, monkeypatch):
-    from numpygpt.coursesite import run_notebook
+    from numpygpt.course.site import run_notebook
 
     monkeypatch.setenv("NUMPYGPT_CACHE", str(course_cache))  # never the user's cache
     before = set(NOTEBOOK_DIR.rglob("*"))

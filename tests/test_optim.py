@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpygpt import SGD, AdamW, clip_grad_norm, cosine_lr
-from numpygpt.optim import adamw_reference_step, decays
+from numpygpt.training.optim import adamw_reference_step, decays
 
 
 def test_adamw_matches_hand_computation():

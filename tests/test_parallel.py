@@ -1,4 +1,4 @@
-"""Data-parallel training (numpygpt.parallel, and train() under `mpiexec -n 2`).
+"""Data-parallel training (numpygpt.training.parallel, and train() under `mpiexec -n 2`).
 
 The first part needs no MPI: one flat buffer, the rank slices of a batch, and the maths of the
 all-reduce (two simulated workers in one process give the gradient of the whole batch). The
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import numpygpt.parallel as par
-from numpygpt.checkpoint import load_checkpoint
+import numpygpt.training.parallel as par
 from numpygpt.errors import ConfigError, UserError
-from numpygpt.model import GPT, GPTConfig
-from numpygpt.train import RUN_FILES, TrainConfig, train
+from numpygpt.io.checkpoint import load_checkpoint
+from numpygpt.models.gpt import GPT, GPTConfig
+from numpygpt.training.train import RUN_FILES, TrainConfig, train
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n"
@@ -150,7 +150,7 @@ def test_launched_size_from_the_launchers_environment():
 def test_plain_python_never_imports_mpi():
     env = {k: v for k, v in os.environ.items()
            if k not in par._SIZE_VARS + par._RANK_ONLY_VARS}
-    code = ("import sys; from numpygpt.parallel import get_world; w = get_world(); "
+    code = ("import sys; from numpygpt.training.parallel import get_world; w = get_world(); "
             "print(type(w).__name__, w.size, 'mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
@@ -386,7 +386,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(folder):
 
 
 def test_ring_allreduce_bytes_by_hand():
-    from numpygpt.bench import ring_allreduce_bytes
+    from numpygpt.bench.bench import ring_allreduce_bytes
 
     assert ring_allreduce_bytes(1000, 1) == 0  # alone: nothing to send
     assert ring_allreduce_bytes(1000, 2) == 4000  # half out, the other half's sum back
@@ -405,7 +405,7 @@ def test_bench_ddp_batch_not_divisible_is_one_line(capsys):
 
 @needs_mpi
 def test_bench_ddp_measures_one_and_two_processes():
-    from numpygpt.bench import bench_ddp, format_ddp
+    from numpygpt.bench.bench import bench_ddp, format_ddp
 
     res = bench_ddp(2, "baby", rounds=1, steps=1)
     assert [(r["ranks"], r["threads"]) for r in res["runs"]] == [

@@ -1,5 +1,6 @@
-"""Tests of numpygpt.tasks: the fine-tuning data (built-in and from files), the templates, the
-encoded examples and batches, the scores, and every user error with its one-line message."""
+"""Tests of numpygpt.finetune.tasks: the fine-tuning data (built-in and from files), the
+templates, the encoded examples and batches, the scores, and every
+user error with its one-line message."""
 
 import json
 import random
@@ -8,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
-from numpygpt import tasks as K
-from numpygpt.bpe import BPETokenizer
-from numpygpt.data import CharTokenizer, numpy_docs_text
+from numpygpt.data.bpe import BPETokenizer
+from numpygpt.data.corpora import CharTokenizer, numpy_docs_text
 from numpygpt.errors import UserError
-from numpygpt.tasks import TEMPLATES, TaskError
+from numpygpt.finetune import tasks as K
+from numpygpt.finetune.tasks import TEMPLATES, TaskError
 
 ALPACA, COMPACT = TEMPLATES["alpaca"], TEMPLATES["compact"]
 

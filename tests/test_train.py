@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpygpt.checkpoint import load_checkpoint
-from numpygpt.data import CharTokenizer, get_batch
-from numpygpt.model import GPT, GPTConfig, param_shapes
-from numpygpt.train import TrainConfig, TrainingError, train
+from numpygpt.data.corpora import CharTokenizer, get_batch
+from numpygpt.io.checkpoint import load_checkpoint
+from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
+from numpygpt.training.train import TrainConfig, TrainingError, train
 
-# `numpygpt.train` as an attribute is the function (the package re-exports it), so monkeypatch
-# the module itself.
-train_mod = importlib.import_module("numpygpt.train")
+train_mod = importlib.import_module("numpygpt.training.train")
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n"

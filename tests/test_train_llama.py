@@ -1,5 +1,5 @@
 """`train --arch llama`: the same loop, checkpoints, resume and sampling as for GPT, with a
-Llama (numpygpt.llama) built from the preset's sizes."""
+Llama (numpygpt.models.llama) built from the preset's sizes."""
 
 import json
 
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from clirun import run
 
-from numpygpt.arch import param_count
-from numpygpt.checkpoint import load_checkpoint
 from numpygpt.errors import ConfigError
-from numpygpt.llama import Llama, LlamaConfig
-from numpygpt.train import TrainConfig, estimate_memory, train
+from numpygpt.io.checkpoint import load_checkpoint
+from numpygpt.models.llama import Llama, LlamaConfig
+from numpygpt.models.registry import param_count
+from numpygpt.training.train import TrainConfig, estimate_memory, train
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n") * 60

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from numpygpt import GPT, SGD, AdamW, GPTConfig, TrainConfig, clip_grad_norm
-from numpygpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpygpt.course import CourseError
-from numpygpt.data import DataError, read_text_file
+from numpygpt.course.notebooks import CourseError
+from numpygpt.data.corpora import DataError, read_text_file
 from numpygpt.errors import ConfigError, UserError
-from numpygpt.model import check_sampling, param_count
-from numpygpt.train import TrainingError, estimate_memory, train
+from numpygpt.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpygpt.models.gpt import check_sampling, param_count
+from numpygpt.training.train import TrainingError, estimate_memory, train
 
 NAN, INF = float("nan"), float("inf")
 
@@ -284,7 +284,7 @@ def test_train_twice_into_one_folder_needs_resume_or_overwrite(cfg, tmp_path):
 def test_train_never_saves_an_inf_optimizer_state(cfg, monkeypatch):
     """A finite loss does not prove a finite state: AdamW's v can overflow to inf (gradients
     above ~1e19) while every update stays finite. train() stops instead of saving it."""
-    import numpygpt.train as train_mod
+    import numpygpt.training.train as train_mod
 
     real = train_mod.AdamW.step
 
@@ -299,7 +299,7 @@ def test_train_never_saves_an_inf_optimizer_state(cfg, monkeypatch):
 
 
 def test_train_reports_a_full_disk_in_one_line(cfg, monkeypatch):
-    import numpygpt.train as train_mod
+    import numpygpt.training.train as train_mod
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -312,7 +312,7 @@ def test_train_reports_a_full_disk_in_one_line(cfg, monkeypatch):
 @pytest.mark.parametrize("kwargs", [{"threads": 0}, {"threads": -2}, {"rounds": 0},
                                     {"steps": 1.5}])
 def test_bench_training_checks_its_arguments_first(kwargs, monkeypatch):
-    import numpygpt.bench as bench
+    import numpygpt.bench.bench as bench
 
     monkeypatch.setattr(bench, "numpy_step_fn", lambda *a: pytest.fail("the benchmark ran"))
     with pytest.raises(ConfigError):

@@ -22,9 +22,9 @@ import pytest
 from clirun import run
 
 import numpygpt.layers
-from numpygpt.checkpoint import load_checkpoint, save_checkpoint
 from numpygpt.cli import main
-from numpygpt.data import DataError
+from numpygpt.data.corpora import DataError
+from numpygpt.io.checkpoint import load_checkpoint, save_checkpoint
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n") * 40
@@ -109,7 +109,7 @@ def test_sample_lets_a_bug_in_a_tokenizer_through(where, fresh, monkeypatch, cap
     """sample turns only the user's mistakes into one line (a prompt character the vocabulary
     lacks, a checkpoint whose tokenizer does not fit); a ValueError from broken tokenizer
     code is a bug and keeps its traceback."""
-    from numpygpt.data import CharTokenizer
+    from numpygpt.data.corpora import CharTokenizer
 
     def broken(*args, **kwargs):
         raise ValueError("a bug in the tokenizer")
@@ -158,7 +158,7 @@ def test_numpygpt_debug_0_keeps_one_line(tmp_path, monkeypatch, capsys):
 
 def test_an_oserror_from_code_is_not_disguised(fresh, tmp_path, monkeypatch):
     """Only UserError becomes one line: an OSError raised by code is a bug and propagates."""
-    import numpygpt.train as train_mod
+    import numpygpt.training.train as train_mod
 
     def broken(*args):
         raise FileNotFoundError("a bug, not the user's file")
@@ -461,7 +461,7 @@ def test_data_beyond_the_size_limit_is_refused_before_reading(tmp_path, capsys):
 ], ids=["threads-0", "threads-negative", "rounds-0", "steps-0", "json-no-folder",
         "json-folder"])
 def test_bench_flags_are_refused_before_the_benchmark(flags, needles, monkeypatch, capsys):
-    import numpygpt.bench as bench
+    import numpygpt.bench.bench as bench
 
     def never(*args, **kwargs):
         raise AssertionError("the benchmark ran before the flags were checked")

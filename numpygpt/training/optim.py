@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError, check_int, check_real
+from ..errors import ConfigError, check_int, check_real
 
 
 def _check_grads(params, grads):

@@ -20,7 +20,7 @@ and every export refusal a ValueError, with a one-line message that says what is
 to do (the command line prints it as it is).
 
 A folder may come from anyone, so reading checks before it trusts: only regular files inside
-the folder are read (see numpygpt.io), config.json and the tokenizer files are bounded in size
+the folder are read (see numpygpt.io.files), config.json and the tokenizer files are bounded in size
 and nesting, the safetensors header is checked (each tensor's dtype, shape and byte range
 inside the file, no two sharing bytes) and compared with config.json before any tensor is
 read, only float tensors are accepted, every weight must be finite, and the tokenizer's
@@ -42,9 +42,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..data.corpora import default_cache_dir
+from ..data.tokenizer_base import vocab_mismatch
+from ..models.gpt import GPT, GPTConfig, param_shapes
 from .checkpoint import CKPT_NAME, CheckpointError, validate_params
-from .data import default_cache_dir
-from .io import (
+from .files import (
     MAX_CONFIG_BYTES,
     atomic_open,
     atomic_write_bytes,
@@ -53,8 +55,6 @@ from .io import (
     parse_json,
     read_json,
 )
-from .model import GPT, GPTConfig, param_shapes
-from .tokenizer_base import vocab_mismatch
 
 HF_BASE_URL = "https://huggingface.co"  # the HF_ENDPOINT environment variable overrides it
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -116,7 +116,7 @@ def _root(folder):
 
 def gpt2_cache_folder(name, cache_dir=None):
     """Where download_gpt2 puts a model: <cache>/hf/<name>, <cache> = cache_dir or
-    numpygpt.data.default_cache_dir() ($NUMPYGPT_CACHE or ~/.cache/numpygpt)."""
+    numpygpt.data.corpora.default_cache_dir() ($NUMPYGPT_CACHE or ~/.cache/numpygpt)."""
     short = gpt2_name(name)
     if short is None:
         raise ValueError(f"{name!r} is not a GPT-2 name (one of {', '.join(GPT2_NAMES)})")
@@ -427,7 +427,7 @@ def from_pretrained(path_or_name, dtype=np.float32, cache_dir=None):
     folder = resolve(path_or_name, cache_dir)
     if os.path.lexists(folder / CKPT_NAME) and not os.path.lexists(folder / WEIGHTS_NAME):
         raise CheckpointError(f"'{folder}' is a numpygpt training checkpoint, not a GPT-2 "
-                              "folder: load it with numpygpt.checkpoint.load_checkpoint, or "
+                              "folder: load it with numpygpt.io.checkpoint.load_checkpoint, or "
                               "export it with save_pretrained")
     root, weights = _root(folder), folder / WEIGHTS_NAME
     if not os.path.lexists(weights):  # first: a numpygpt run's config.json is not GPT-2's
@@ -460,7 +460,7 @@ def load_tokenizer(path_or_name, cache_dir=None):
         have, lack = (vocab, merges) if has_vocab else (merges, vocab)
         raise CheckpointError(f"'{folder}' has {have.name} but no {lack.name}; a GPT-2 "
                               "tokenizer needs both")
-    from .bpe import BPETokenizer
+    from ..data.bpe import BPETokenizer
 
     try:
         tokenizer = BPETokenizer.from_gpt2_files(vocab, merges, root=root)

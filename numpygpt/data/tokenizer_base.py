@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .errors import UserError
-from .io import MAX_TOKENIZER_BYTES, FileError, atomic_write_json, quote, read_json
+from ..errors import UserError
+from ..io.files import MAX_TOKENIZER_BYTES, FileError, atomic_write_json, quote, read_json
 
 
 class TokenizerError(UserError, ValueError):

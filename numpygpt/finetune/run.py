@@ -1,6 +1,6 @@
 """Fine-tuning a pretrained GPT for a task, with the same hand-written backward passes.
 
-Two tasks (the data and the prompt template live in numpygpt.tasks):
+Two tasks (the data and the prompt template live in numpygpt.finetune.tasks):
 
 - classify: text -> one of K labels (topic detection, sentiment). A head (C -> K) reads the
   hidden state of each sequence's last real token (GPT.add_classifier / GPT.classify); the
@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tasks
-from .checkpoint import CheckpointError, load_checkpoint, validate_params
-from .data import tokenizer_from_dict
-from .errors import ConfigError, UserError, check_int, check_real
-from .io import atomic_write_json, quote
-from .model import GPT, LORA_TARGETS, GPTConfig, param_shapes
-from .optim import AdamW, clip_grad_norm, cosine_lr
-from .train import (
+from ..data.corpora import tokenizer_from_dict
+from ..errors import ConfigError, UserError, check_int, check_real
+from ..io.checkpoint import CheckpointError, load_checkpoint, validate_params
+from ..io.files import atomic_write_json, quote
+from ..models.gpt import GPT, LORA_TARGETS, GPTConfig, param_shapes
+from ..training.optim import AdamW, clip_grad_norm, cosine_lr
+from ..training.train import (
     TrainingError,
     _check_rng_state,
     _progress_bar,
@@ -49,6 +48,7 @@ from .train import (
     save_run,
     write_in_run,
 )
+from . import tasks
 
 TASKS = ("classify", "instruct")
 DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa"}
@@ -177,7 +177,7 @@ def load_base(ckpt, dropout=0.0):
     ckpt: a numpygpt checkpoint folder (e.g. the default `train` run's ./out), a GPT-2 folder
     in Hugging Face format, or a GPT-2 name (gpt2, gpt2-medium, ...; downloaded once). A
     fine-tuned instruct run works too (its adapters merged); a classifier does not."""
-    from .hf import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
+    from ..io.hf_gpt2 import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
 
     if looks_like_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
         model = from_pretrained(ckpt)
@@ -196,7 +196,7 @@ def load_base(ckpt, dropout=0.0):
                 model.merge_lora()
             what = f"fine-tuned run '{ckpt}'"
         else:
-            from .arch import checkpoint_arch
+            from ..models.registry import checkpoint_arch
 
             if checkpoint_arch(saved.config, f"checkpoint '{ckpt}'") != "gpt":
                 raise CheckpointError(f"checkpoint '{ckpt}' holds a Llama model: fine-tuning "
@@ -404,7 +404,7 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
 
     - resume: continue the run in cfg.out exactly (same batches, same result as without a
       break); its task, data and what trains are the saved run's
-    - progress, callback, overwrite: as numpygpt.train.train
+    - progress, callback, overwrite: as numpygpt.training.train.train
 
     Ctrl-C stops after the current step, evaluates, saves and returns with
     metrics["interrupted"] True.

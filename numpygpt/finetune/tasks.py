@@ -52,11 +52,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .bpe import BPETokenizer
-from .data import numpy_docstrings
-from .errors import UserError, check_int, check_real
-from .io import parse_json, quote, read_text
-from .tokenizer_base import TokenizerError
+from ..data.bpe import BPETokenizer
+from ..data.corpora import numpy_docstrings
+from ..data.tokenizer_base import TokenizerError
+from ..errors import UserError, check_int, check_real
+from ..io.files import parse_json, quote, read_text
 
 
 class TaskError(UserError, ValueError):

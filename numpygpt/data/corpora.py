@@ -36,9 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import UserError
+from ..io.files import atomic_write_bytes, quote, read_bytes
 from .bpe import BPETokenizer
-from .errors import UserError
-from .io import atomic_write_bytes, quote, read_bytes
 from .tokenizer_base import Tokenizer, TokenizerError
 
 SHAKESPEARE_URL = (
@@ -257,7 +257,7 @@ class NumpyDoc(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def numpy_docstrings():
     """The docstrings of the "numpy-docs" corpus, with the namespaces each belongs to
-    (numpy_docs_text joins them; the fine-tuning tasks in numpygpt.tasks read them).
+    (numpy_docs_text joins them; the fine-tuning tasks in numpygpt.finetune.tasks read them).
 
     Public functions, classes and the public methods of those classes, from
     NUMPY_DOC_MODULES. Aliases and inherited methods share a docstring: it is kept once, under

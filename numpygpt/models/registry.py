@@ -8,14 +8,14 @@ this module looks up by the architecture's name or its config.
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ARCHS = ("gpt", "llama")
 
 
 def _family(arch):
     if arch == "gpt":
-        from .model import GPT, GPTConfig, param_count, param_shapes
+        from .gpt import GPT, GPTConfig, param_count, param_shapes
 
         return GPT, GPTConfig, param_shapes, param_count
     if arch == "llama":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 # Limits on what is read, by kind of file. GPT-2's own files, for scale: config.json 0.7 KB,
 # vocab.json 1.0 MB, merges.txt 0.5 MB, the safetensors header 15 KB; a checkpoint's meta.json

@@ -16,7 +16,7 @@
 
 Parameter names are Hugging Face's LlamaForCausalLM's (model.embed_tokens.weight,
 model.layers.0.self_attn.q_proj.weight, ...), with every linear weight stored (in, out) as
-everywhere in numpygpt: numpygpt.hf_llama transposes them on load and save.
+everywhere in numpygpt: numpygpt.io.hf_llama transposes them on load and save.
 
 The API is GPT's (model.py): forward, backward, generate, params, num_params, train/eval,
 from_pretrained/save_pretrained; so the training loop drives either model.
@@ -32,10 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import layers as L
-from .checkpoint import validate_params
-from .errors import ConfigError, check_int, check_real
-from .model import check_idx, check_memory, check_sampling, sample_next
+from .. import layers as L
+from ..errors import ConfigError, check_int, check_real
+from ..io.checkpoint import validate_params
+from .gpt import check_idx, check_memory, check_sampling, sample_next
 
 
 @dataclass
@@ -214,15 +214,15 @@ class Llama:
     @classmethod
     def from_pretrained(cls, folder, dtype=np.float32):
         """Load a Hugging Face Llama folder (config.json + model.safetensors). See
-        numpygpt.hf_llama."""
-        from .hf_llama import from_pretrained
+        numpygpt.io.hf_llama."""
+        from ..io.hf_llama import from_pretrained
 
         return from_pretrained(folder, dtype=dtype)
 
     def save_pretrained(self, folder):
         """Write a folder that transformers' LlamaForCausalLM.from_pretrained loads. See
-        numpygpt.hf_llama."""
-        from .hf_llama import save_pretrained
+        numpygpt.io.hf_llama."""
+        from ..io.hf_llama import save_pretrained
 
         return save_pretrained(self, folder)
 

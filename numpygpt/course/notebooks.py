@@ -22,7 +22,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 _BLOCK = re.compile(r"^# %% (\S+)[ \t]*$", re.MULTILINE)
 
@@ -33,7 +33,7 @@ class CourseError(UserError):
 
 def default_notebook_dir():
     """The course's notebooks: the `notebooks/` folder beside the package in a checkout."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def notebook_paths(folder=None):
@@ -125,8 +125,8 @@ def course_recipe(fast=None):
     """The TrainConfig of the course model: nanoGPT's `baby` recipe on numpy-docs for 2000
     steps (the CLI's default run), or in fast mode (CI) `tiny` for 200 steps. Its `out` is
     a placeholder: course_model() trains in its cache folder."""
+    from ..training.train import TrainConfig
     from .exercises import fast_mode
-    from .train import TrainConfig
 
     fast = fast_mode() if fast is None else fast
     preset, overrides, _ = _COURSE_RECIPES["fast" if fast else "full"]
@@ -136,7 +136,7 @@ def course_recipe(fast=None):
 
 def course_model_dir(fast=None):
     """Where the course model is cached: default_cache_dir()/course/<fast|full>."""
-    from .data import default_cache_dir
+    from ..data.corpora import default_cache_dir
     from .exercises import fast_mode
 
     fast = fast_mode() if fast is None else fast
@@ -161,9 +161,9 @@ def _load_course_model(folder, recipe, data_sha256):
 
     import numpy as np
 
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import tokenizer_from_dict
-    from .model import GPT, GPTConfig
+    from ..data.corpora import tokenizer_from_dict
+    from ..io.checkpoint import CheckpointError, load_checkpoint
+    from ..models.gpt import GPT, GPTConfig
 
     info_path = folder / "course.json"
     if not info_path.is_file():
@@ -181,7 +181,7 @@ def _load_course_model(folder, recipe, data_sha256):
     if isinstance(saved, dict):
         # a setting added to TrainConfig since the cache was written (arch, ...) had its
         # default value then: a cache made before it still holds the same model
-        from .train import TrainConfig
+        from ..training.train import TrainConfig
 
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         saved = {**{k: defaults[k] for k in _recipe_dict(recipe) if k not in saved}, **saved}
@@ -215,8 +215,8 @@ def _train_course_model(folder, recipe, sample_steps, data_sha256, progress, cal
     import tempfile
     import time
 
-    from .io import atomic_write_json
-    from .train import train
+    from ..io.files import atomic_write_json
+    from ..training.train import train
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-training-"))
@@ -273,7 +273,7 @@ def course_model(fast=None, retrain=False, *, progress=False, callback=None, ver
     Inputs:
     - fast: the small CI recipe (default: fast_mode(), i.e. NUMPYGPT_FAST=1 or CI)
     - retrain: train again even if a valid cache exists
-    - progress, callback: passed to numpygpt.train.train while training
+    - progress, callback: passed to numpygpt.training.train.train while training
     - verbose: print one line saying what was loaded or why it is trained
     - recipe, sample_steps: another TrainConfig and the steps after which to sample (for
       tests; its corpus must hold the characters of COURSE_PROMPT); by default
@@ -292,7 +292,7 @@ def course_model(fast=None, retrain=False, *, progress=False, callback=None, ver
       whole training, ...), "history" (the rows of log.jsonl), "samples" ([{"step", "text"}],
       continuations of info["prompt"] after each stage)
     """
-    from .data import load_corpus
+    from ..data.corpora import load_corpus
     from .exercises import fast_mode
 
     fast = fast_mode() if fast is None else bool(fast)

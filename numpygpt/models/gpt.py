@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import layers as L
-from .checkpoint import validate_params
-from .errors import ConfigError, check_int, check_real
+from .. import layers as L
+from ..errors import ConfigError, check_int, check_real
+from ..io.checkpoint import validate_params
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every linear map
@@ -360,17 +360,18 @@ class GPT:
     @classmethod
     def from_pretrained(cls, path_or_name, dtype=np.float32, cache_dir=None):
         """Load GPT-2 weights: a Hugging Face folder (config.json + model.safetensors) or a
-        name ("gpt2", "gpt2-medium", ...; downloaded once into the cache). See numpygpt.hf."""
-        # numpygpt.hf builds on this module; these two wrappers import it when called, never
+        name ("gpt2", "gpt2-medium", ...; downloaded once into the cache).
+        See numpygpt.io.hf_gpt2."""
+        # numpygpt.io.hf_gpt2 builds on this module; these two wrappers import it when called, never
         # at load time, so imports flow one way: hf -> model.
-        from .hf import from_pretrained
+        from ..io.hf_gpt2 import from_pretrained
 
         return from_pretrained(path_or_name, dtype=dtype, cache_dir=cache_dir)
 
     def save_pretrained(self, folder, tokenizer=None):
         """Write a folder that Hugging Face's GPT2LMHeadModel.from_pretrained loads (and, with
-        a GPT-2-style BPE tokenizer, its vocab.json + merges.txt). See numpygpt.hf."""
-        from .hf import save_pretrained
+        a GPT-2-style BPE tokenizer, its vocab.json + merges.txt). See numpygpt.io.hf_gpt2."""
+        from ..io.hf_gpt2 import save_pretrained
 
         return save_pretrained(self, folder, tokenizer=tokenizer)
 

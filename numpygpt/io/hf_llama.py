@@ -2,18 +2,18 @@
 
 A Llama folder holds `config.json` (LlamaConfig: hidden_size, num_attention_heads,
 num_key_value_heads, rope_theta, ...) and `model.safetensors`, whose tensors have the names of
-numpygpt.llama's params (model.embed_tokens.weight, model.layers.0.self_attn.q_proj.weight,
+numpygpt.models.llama's params (model.embed_tokens.weight, model.layers.0.self_attn.q_proj.weight,
 ..., lm_head.weight unless the head is tied). PyTorch's nn.Linear stores its weight
 (out, in); numpygpt stores (in, out), so every matrix but the embedding is transposed on the
 way in and on the way out, lm_head included ((V, C) there, (C, V) here).
 
-    model = Llama.from_pretrained("path/to/folder")   # or numpygpt.hf_llama.from_pretrained
+    model = Llama.from_pretrained("path/to/folder")   # or numpygpt.io.hf_llama.from_pretrained
     model.save_pretrained("export")                   # transformers loads it back
 
 Rotary convention: Hugging Face's "rotate_half" (pairs (i, i + hs/2)), which layers/rope.py
 implements; the checkpoints on the Hub are converted to it.
 
-Reading checks before it trusts, as numpygpt.hf does for GPT-2 (it reuses its readers):
+Reading checks before it trusts, as numpygpt.io.hf_gpt2 does for GPT-2 (it reuses its readers):
 config.json is bounded, the safetensors header is checked and compared with the config
 before a tensor is read, only float tensors are accepted and every weight must be finite.
 What numpygpt's Llama does not compute is refused with one line: rope scaling (Llama 3.1's
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..models.llama import Llama, LlamaConfig, llama_param_shapes
 from .checkpoint import CKPT_NAME, CheckpointError, validate_params
-from .errors import ConfigError
-from .hf import _read_config, _root, _safetensors, read_safetensors_header, read_tensors
-from .io import MAX_CONFIG_BYTES, atomic_write_bytes, atomic_write_json, read_json
-from .llama import Llama, LlamaConfig, llama_param_shapes
+from .files import MAX_CONFIG_BYTES, atomic_write_bytes, atomic_write_json, read_json
+from .hf_gpt2 import _read_config, _root, _safetensors, read_safetensors_header, read_tensors
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 ARCHITECTURE = "LlamaForCausalLM"

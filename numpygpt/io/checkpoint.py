@@ -47,8 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .io import (
+from ..data.tokenizer_base import vocab_mismatch
+from ..errors import UserError
+from .files import (
     MAX_TOKENIZER_BYTES,
     atomic_save_npz,
     atomic_write_json,
@@ -56,7 +57,6 @@ from .io import (
     open_regular,
     parse_json,
 )
-from .tokenizer_base import vocab_mismatch
 
 CKPT_NAME = "ckpt.npz"
 FORMAT = "numpygpt-checkpoint"
@@ -371,7 +371,7 @@ def _read_arrays(path, f, keys=None):
                                       "the end of the file")
             entries = [_check_entry(where, zf, i) for i in infos]
             total = sum(e.nbytes for e in entries)
-            from .model import machine_memory
+            from ..models.gpt import machine_memory
 
             ram = machine_memory()
             if ram is not None and total > ram:
@@ -451,8 +451,8 @@ def _check_model(path, config, tokenizer, params):
     V = model.get("vocab_size")
     if type(V) is not int:
         return  # GPTConfig.from_dict reports it
-    from .data import tokenizer_from_dict
-    from .tokenizer_base import TokenizerError
+    from ..data.corpora import tokenizer_from_dict
+    from ..data.tokenizer_base import TokenizerError
 
     try:
         tok = tokenizer_from_dict(tokenizer)

@@ -24,11 +24,11 @@ import time
 
 import numpy as np
 
-from . import layers as L
-from .errors import ConfigError, check_int
-from .model import GPT, GPTConfig, param_count
-from .optim import AdamW, clip_grad_norm
-from .train import PRESETS
+from .. import layers as L
+from ..errors import ConfigError, check_int
+from ..models.gpt import GPT, GPTConfig, param_count
+from ..training.optim import AdamW, clip_grad_norm
+from ..training.train import PRESETS
 
 BENCH_CONFIGS = {  # name -> (preset, batch size)
     "baby": ("baby", 12),
@@ -269,7 +269,7 @@ def peak_memory(which, cfg, B, threads, T=None, steps=3, lora=None):
     measured in a fresh subprocess: {"step": ..., "total": ...} (see _peak_memory_child)."""
     spec = {"which": which, "cfg": cfg.to_dict(), "B": B, "T": T or cfg.block_size,
             "threads": threads, "steps": steps, "lora": lora}
-    code = f"from numpygpt.bench import _peak_memory_child; _peak_memory_child({spec!r})"
+    code = f"from numpygpt.bench.bench import _peak_memory_child; _peak_memory_child({spec!r})"
     # A fixed mmap threshold makes glibc return every large freed block to the OS at once;
     # by default it raises the threshold as blocks are freed and keeps later ones in its heap,
     # so the RSS after the warm-up step would already hold memory the step reuses.
@@ -911,7 +911,7 @@ def ring_allreduce_bytes(n_params, N, itemsize=4):
 def _ddp_worker(spec):
     """(Run by bench_ddp in every rank: under mpiexec, or alone for N = 1.) Time spec["rounds"]
     rounds of spec["steps"] training steps; rank 0 prints the medians as one JSON line."""
-    from .parallel import GradAllReduce, get_world, shard_rows
+    from ..training.parallel import GradAllReduce, get_world, shard_rows
 
     _limit_threads(spec["threads"])
     world = get_world()
@@ -987,7 +987,7 @@ def bench_ddp(N, config="baby", rounds=5, steps=3):
         spec = {"config": config, "B": B, "threads": threads, "rounds": rounds,
                 "steps": steps}
         cmd = [sys.executable, "-c",
-               f"from numpygpt.bench import _ddp_worker; _ddp_worker({spec!r})"]
+               f"from numpygpt.bench.bench import _ddp_worker; _ddp_worker({spec!r})"]
         if ranks > 1:
             cmd = [mpiexec, "-n", str(ranks), *cmd]
         # No launcher variables from outside (a bench itself run under mpiexec).

@@ -8,7 +8,7 @@ right; for a wrong one it says by how much (relative to the size of the expected
 "twice too big" reads 1 and "a hundred times too big" reads 99), where (the worst element,
 yours next to the expected value) and, when the pattern is a known one, the likely mistake:
 
-    >>> from numpygpt.exercises import check_layernorm_backward
+    >>> from numpygpt.course.exercises import check_layernorm_backward
     >>> report = check_layernorm_backward(my_layernorm_backward)
     layer norm backward
     ✗ dx  wrong: max error 0.371 x max|expected| (must be < 1e-07)
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layers as L
-from .bpe import merge as bpe_merge
-from .gradcheck import THRESHOLD, numerical_gradient
+from .. import layers as L
+from ..data.bpe import merge as bpe_merge
+from ..gradcheck import THRESHOLD, numerical_gradient
 
 MATCH = 1e-6  # a learner's output within this (scaled) error of a catalogued mistake is named
 
@@ -1195,13 +1195,13 @@ _LR_ARGS = (1e-3, 1e-4, 10, 100)
 
 
 def _lr_no_warmup(it, lr, min_lr, warmup, decay):
-    from .optim import cosine_lr
+    from ..training.optim import cosine_lr
 
     return cosine_lr(max(it, warmup), lr, min_lr, warmup, decay)
 
 
 def _lr_no_floor(it, lr, min_lr, warmup, decay):
-    from .optim import cosine_lr
+    from ..training.optim import cosine_lr
 
     if it < warmup:
         return cosine_lr(it, lr, min_lr, warmup, decay)
@@ -1210,14 +1210,14 @@ def _lr_no_floor(it, lr, min_lr, warmup, decay):
 
 
 def _lr_to_zero(it, lr, min_lr, warmup, decay):
-    from .optim import cosine_lr
+    from ..training.optim import cosine_lr
 
     return cosine_lr(it, lr, 0.0, warmup, decay)
 
 
 def _lr_warmup(shift, denom_shift):
     def f(it, lr, min_lr, warmup, decay):
-        from .optim import cosine_lr
+        from ..training.optim import cosine_lr
 
         if it < warmup:
             return lr * (it + shift) / (warmup + denom_shift)
@@ -1226,7 +1226,7 @@ def _lr_warmup(shift, denom_shift):
 
 
 def _lr_ratio_from_zero(it, lr, min_lr, warmup, decay):
-    from .optim import cosine_lr
+    from ..training.optim import cosine_lr
 
     if it < warmup or it > decay:
         return cosine_lr(it, lr, min_lr, warmup, decay)
@@ -1250,7 +1250,7 @@ COSINE_LR_MISTAKES = [
 def check_cosine_lr(fn, show=True):
     """fn(it, lr, min_lr, warmup_iters, lr_decay_iters) -> the learning rate (nanoGPT's),
     tried at iterations across the warmup, the decay and after it."""
-    from .optim import cosine_lr
+    from ..training.optim import cosine_lr
 
     def call(f, args):
         out = []
@@ -1414,7 +1414,7 @@ PARAM_COUNT_MISTAKES = [
 def check_param_count(fn, show=True):
     """fn(cfg) -> the number of parameters of a GPT with that GPTConfig; tried with learned
     and with sinusoidal positions, and with GPT-2 small's sizes."""
-    from .model import GPTConfig, param_shapes
+    from ..models.gpt import GPTConfig, param_shapes
 
     configs = [("learned positions", GPTConfig()),
                ("sinusoidal positions", GPTConfig(pos_encoding="sinusoidal")),
@@ -1973,7 +1973,7 @@ __all__ += ["check_rmsnorm_backward"]
 
 
 def _dp_model():
-    from .model import GPT, GPTConfig
+    from ..models.gpt import GPT, GPTConfig
 
     cfg = GPTConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=8)
     return GPT(cfg, seed=19, dtype=np.float64)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import ARCHS, build_model, checkpoint_arch, config_from_dict, param_count, param_shapes
-from .checkpoint import (
+from ..data.corpora import get_batch, load_corpus, prepare_data, tokenizer_from_dict
+from ..errors import ConfigError, UserError, check_int, check_real
+from ..io.checkpoint import (
     CKPT_NAME,
     CheckpointError,
     is_checkpoint,
@@ -34,10 +35,16 @@ from .checkpoint import (
     save_checkpoint,
     validate_params,
 )
-from .data import get_batch, load_corpus, prepare_data, tokenizer_from_dict
-from .errors import ConfigError, UserError, check_int, check_real
-from .io import atomic_write_json, atomic_write_text, quote, read_text
-from .model import GPT, POS_ENCODINGS, GPTConfig, check_memory
+from ..io.files import atomic_write_json, atomic_write_text, quote, read_text
+from ..models.gpt import GPT, POS_ENCODINGS, GPTConfig, check_memory
+from ..models.registry import (
+    ARCHS,
+    build_model,
+    checkpoint_arch,
+    config_from_dict,
+    param_count,
+    param_shapes,
+)
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .parallel import (
     GradAllReduce,
@@ -177,7 +184,7 @@ class TrainConfig:
     def model_config(self, vocab_size):
         """The model's config (a GPTConfig or a LlamaConfig) for a vocabulary of vocab_size."""
         if self.arch == "llama":
-            from .llama import LlamaConfig
+            from ..models.llama import LlamaConfig
 
             C, nh = self.n_embd, self.n_head
             kv = self.n_kv_head or (nh // 2 if nh % 2 == 0 else nh)
@@ -233,7 +240,7 @@ def check_run_memory(cfg, vocab_size=None):
 
 MAX_LOG_BYTES = 1 << 28  # log.jsonl: ~100 bytes a row, so 2.5 million rows
 RUN_FILES = (CKPT_NAME, "config.json", "tokenizer.json", "log.jsonl", "metrics.json")
-# The temporary files of numpygpt.io's atomic writes: "." + name + "." + mkstemp's 8 characters
+# The temporary files of the atomic writes (io/files.py): "." + name + "." + mkstemp's 8 characters
 # + ".tmp". A kill during a save leaves one; the next save removes it (ours only, never others).
 _TEMP_FILE = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in RUN_FILES)
                         + r")\.[a-z0-9_]{8}\.tmp")
@@ -403,7 +410,7 @@ def estimate_loss(model, ids, cfg, seed, world=None):
     """Mean loss over cfg.eval_iters random batches of ids, without dropout. The batches come
     from a Generator with a fixed seed, so every evaluation sees the same windows.
 
-    world (numpygpt.parallel, default: one process): with N ranks, every rank draws all the
+    world (numpygpt.training.parallel, default: one process): with N ranks, every rank draws all the
     batches (so the generator is where it would be in one process) and evaluates batch i
     when i % N == rank; the sum over ranks / eval_iters is the one-process mean, up to the
     order of the float64 additions."""
@@ -445,7 +452,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
     - overwrite: start a new run in a folder that holds one (only the run's files are
       replaced); without it such a folder is refused, as is any non-empty folder without a run
 
-    - world: numpygpt.parallel's world (default get_world(): one process, or the N ranks of
+    - world: numpygpt.training.parallel's world (default get_world(): one process, or the N ranks of
       `mpiexec -n N`, which train data-parallel; cfg.batch_size stays the global batch)
 
     Ctrl-C stops after the current step, saves a checkpoint and returns with
@@ -611,7 +618,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
                 if world.size > 1:
                     # Each rank's loss is the mean over its B/N rows x T targets, so the mean
                     # over the whole batch is the mean of the N rank means, and so is its
-                    # gradient (numpygpt.parallel's docstring): one all-reduce of all the
+                    # gradient (numpygpt.training.parallel's docstring): one all-reduce of all the
                     # gradients, / N. The stop flags travel with the loss (2 numbers).
                     grads = average(grads)
                     loss, stops = world.allreduce_scalars([loss, flag.stop])
@@ -672,7 +679,7 @@ def write_in_run(out, what, fn, *args):
 def save_run(out, config, tokenizer, model, opt, step, data_rng):
     """Save a run's checkpoint in `out` (atomically): the model, the optimizer's state, the
     step and both RNG states, so that a resumed run continues exactly. Used by train() and
-    numpygpt.finetune.
+    numpygpt.finetune.run.
 
     Returns None, or (nothing written) the name of the first array that is not finite: a
     finite loss does not prove a finite state (AdamW's v overflows to inf with gradients

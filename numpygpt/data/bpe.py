@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import (
+from ..io.files import (
     MAX_TOKENIZER_BYTES,
     atomic_write_json,
     atomic_write_text,

@@ -26,7 +26,7 @@ import traceback
 
 import numpy as np
 
-from .errors import ConfigError, UserError
+from ..errors import ConfigError, UserError
 
 # What launchers put in each process's environment: MPICH's hydra and Slurm's PMI (PMI_SIZE),
 # Open MPI (OMPI_COMM_WORLD_SIZE), MVAPICH (MV2_COMM_WORLD_SIZE). PMIx launchers set a rank only.

@@ -10,9 +10,9 @@ instead, into one folder that opens in any browser, offline:
 - `style.css`, and `.numpygpt-course-site`, the marker that says "a build of ours lives here".
 
 Each notebook runs top to bottom in a fresh kernel, with its own folder as working directory,
-with the solutions put in (`numpygpt.course.with_solutions`) unless `stubs=True`. An exercise
-shows the stub the learner sees, with the solution folded under it; an open question shows its
-answer folded under it.
+with the solutions put in (`numpygpt.course.notebooks.with_solutions`) unless `stubs=True`.
+An exercise shows the stub the learner sees, with the solution folded under it; an open
+question shows its answer folded under it.
 
 Formulas are typeset at build time: `latex2mathml` turns the TeX into MathML, which browsers
 render natively, so the site needs no network and no script. The Markdown parser never sees a
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .course import (
+from .notebooks import (
     CourseError,
     answer_markdown,
     default_notebook_dir,

@@ -1,0 +1,1 @@
+"""Benchmarks: a training step against PyTorch, the per-layer profile, generation, MPI."""

@@ -1,0 +1,1 @@
+"""The course: its notebooks and solutions, the exercises' checkers, the web site."""

@@ -1,0 +1,1 @@
+"""Text data: the corpora, the tokenizers (characters, byte-level BPE), splits and batches."""

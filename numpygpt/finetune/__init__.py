@@ -1,0 +1,1 @@
+"""Fine-tuning a pretrained model for a task: classification, instruction tuning, LoRA."""

@@ -1,0 +1,1 @@
+"""Files in and out: atomic writes, safe readers, and the formats models are saved in."""

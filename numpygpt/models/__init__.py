@@ -1,0 +1,1 @@
+"""The models: GPT (GPT-2) and Llama, each config, params, forward, backward and generate."""

@@ -1,0 +1,1 @@
+"""Training: the optimizers, the training loop and `train()`, data parallelism over MPI."""
