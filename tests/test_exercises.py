@@ -5,6 +5,7 @@ it; an error in the learner's code is shown with the learner's own line, never r
 
 import contextlib
 import io
+import linecache
 import math
 import re
 
@@ -13,6 +14,7 @@ import pytest
 
 from numpygpt import layers as L
 from numpygpt.course import exercises as E
+from numpygpt.course.exercises import ch19_data_parallel as DP
 from numpygpt.data.bpe import merge
 from numpygpt.models.gpt import param_shapes
 from numpygpt.training.optim import cosine_lr
@@ -691,6 +693,27 @@ def test_an_error_in_the_learner_code_shows_it_and_the_learner_line():
     assert "raised ZeroDivisionError: division by zero" in text and "in divides:" in text
 
 
+def test_an_error_in_a_notebook_cell_shows_the_cell_line_and_no_checker_file(monkeypatch):
+    # IPython compiles a cell under a file name like this one and puts its lines in linecache
+    cell = "/tmp/ipykernel_4242/1234567890.py"
+    source = ("def my_cosine_lr(it, lr, min_lr, warmup_iters, lr_decay_iters):\n"
+              "    if it < warmup_iters:\n"
+              "        return lr * (it + 1) / (warmup_iters + 1)\n"
+              "    return lr * undefined_ratio  # a typo\n")
+    monkeypatch.setitem(linecache.cache, cell,
+                        (len(source), None, source.splitlines(True), cell))
+    namespace = {}
+    exec(compile(source, cell, "exec"), namespace)
+    # check_cosine_lr calls the learner's function from its own chapter module, through
+    # the shared machinery: both are checker files, neither may show
+    report = E.check_cosine_lr(namespace["my_cosine_lr"], show=False)
+    text = str(report)
+    assert report.wrong == ["call"]
+    assert "raised NameError: name 'undefined_ratio' is not defined" in text
+    frames = [ln for ln in text.splitlines() if ln.startswith("    at ")]
+    assert frames == ["    at line 4, in my_cosine_lr:  return lr * undefined_ratio  # a typo"]
+
+
 def test_a_function_that_is_not_callable_is_explained():
     report = E.check_gelu_backward(np.zeros(3), show=False)
     assert not report.ok and "without calling it" in str(report)
@@ -967,9 +990,9 @@ WRONG += [
 CORRECT[E.check_data_parallel_grads] = E.reference_data_parallel_grads
 CHECKERS = CHECKERS + [E.check_data_parallel_grads]
 WRONG += [
-    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: E._dp(w, x, y, N, grad_div=1),
+    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: DP._dp(w, x, y, N, grad_div=1),
                  "grads", "the losses averaged but the gradients summed", id="ddp-grads-summed"),
-    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: E._dp(
+    pytest.param(E.check_data_parallel_grads, lambda w, x, y, N: DP._dp(
         w, x, y, N, shard=lambda r, B, N: (slice(0, B // N),)),
         "grads", "every worker took the first B/N rows", id="ddp-first-rows"),
 ]
