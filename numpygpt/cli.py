@@ -114,7 +114,8 @@ def cmd_train(args):
     import numpy as np
 
     from .training.parallel import abort_on_error, get_world, shard_rows, together
-    from .training.train import check_out_folder, check_run_memory, train
+    from .training.run import check_out_folder
+    from .training.train import check_run_memory, train
 
     # `mpiexec -n N python -m numpygpt train`: N ranks run this function. A bad flag fails on
     # every rank, and `together` makes any failure stop all ranks, with one message: rank 0's
@@ -209,7 +210,7 @@ def cmd_finetune(args):
     import numpy as np
 
     from .finetune.run import FinetuneConfig, finetune, resume_config
-    from .training.train import check_out_folder
+    from .training.run import check_out_folder
 
     given = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig)
              if hasattr(args, f.name)}
@@ -277,22 +278,23 @@ def _sample_text(model, tokenizer, prompt, n, temperature, top_k, top_p, seed):
 def cmd_sample(args):
     import numpy as np
 
-    from .data.corpora import tokenizer_from_dict
+    from .data import load_gpt2_tokenizer
+    from .io import hf_gpt2, hub
     from .io.checkpoint import CheckpointError, load_checkpoint
-    from .io.hf_gpt2 import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
-    from .models.gpt import check_sampling
-    from .models.registry import build_model, checkpoint_arch, config_from_dict
+    from .models.gpt import GPT
+    from .models.sampling import check_sampling
+    from .training.run import model_from_checkpoint
 
     if args.tokens < 0:
         raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
     _check_seed(args.seed)
     check_sampling(args.temperature, args.top_k, args.top_p)  # before loading anything
     ckpt = args.ckpt
-    if looks_like_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
+    if hf_gpt2.looks_like_gpt2_folder(ckpt) or (hub.gpt2_name(ckpt) and not Path(ckpt).exists()):
         # GPT-2 in Hugging Face format: a folder (from_pretrained says what it lacks), or a
         # name downloaded once into the cache
-        model = from_pretrained(ckpt)
-        tokenizer = load_tokenizer(ckpt)
+        model = GPT.from_pretrained(ckpt)
+        tokenizer = load_gpt2_tokenizer(ckpt)
         if tokenizer is None:
             raise CheckpointError(f"'{ckpt}' has no vocab.json and merges.txt (the tokenizer)")
         vocab = tokenizer.vocab
@@ -307,14 +309,7 @@ def cmd_sample(args):
         ckpt = load_checkpoint(ckpt)
         if isinstance(ckpt.config.get("finetune"), dict):  # a `finetune` run
             return _sample_finetuned(ckpt, args)
-        try:
-            model = build_model(config_from_dict(checkpoint_arch(ckpt.config, args.ckpt),
-                                                 ckpt.config.get("model")), params=ckpt.params)
-            tokenizer = tokenizer_from_dict(ckpt.tokenizer)
-        except UserError as e:  # a config or tokenizer that does not fit (never a bug: those
-            # keep their traceback)
-            raise CheckpointError(f"checkpoint '{args.ckpt}' is not usable: {e}") from None
-    model.eval()
+        model, tokenizer = model_from_checkpoint(ckpt, args.ckpt)
     print(_sample_text(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,
                        args.top_p, args.seed))
     return 0
@@ -367,7 +362,7 @@ def cmd_gradcheck(args):
 
 
 def cmd_bench(args):
-    from .bench.bench import (
+    from .bench import (
         BENCH_CONFIGS,
         bench_attention,
         bench_finetune,
@@ -444,7 +439,7 @@ def cmd_bench(args):
 
 
 def _bench_ddp(args):
-    from .bench.bench import bench_ddp, blas_description, cpu_name, format_ddp
+    from .bench import bench_ddp, blas_description, cpu_name, format_ddp
 
     config = args.config or "baby"
     if config not in ("baby", "small"):

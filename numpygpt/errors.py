@@ -57,4 +57,24 @@ def check_real(name, value, low=None, high=None, high_open=False):
     return value
 
 
-__all__ = ["UserError", "ConfigError", "check_int", "check_real"]
+def machine_memory():
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes, what):
+    """Raise ConfigError if `nbytes` (an estimate) is more than this machine's RAM: refusing
+    before allocating beats a MemoryError, or a machine swapping for minutes, after."""
+    ram = machine_memory()
+    if ram is not None and nbytes > ram:
+        raise ConfigError(f"{what} would need about {nbytes / 1e9:,.1f} GB but this machine has "
+                          f"{ram / 1e9:,.1f} GB of RAM; choose a smaller model or batch")
+
+
+__all__ = ["UserError", "ConfigError", "check_int", "check_real", "machine_memory",
+           "check_memory"]

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as L
+from .finetune.model import FinetuneGPT
+from .kernels import fast
+from .models.gpt import GPTConfig
+from .models.llama import Llama, LlamaConfig
 
 THRESHOLD = 1e-7  # max relative error a correct layer stays under in float64
 MODEL_THRESHOLD = 1e-6  # whole model: more layers in the chain, a little more rounding
@@ -250,16 +254,24 @@ def layer_cases(seed=0):
                 att_wrt,
                 zero_grad={"b_attn": key_bias_mask(C)}))
 
-    # the heads alone (what the model calls between c_attn and c_proj): qkv's key part gets
-    # real gradients here, only a bias shared by every position would get 0
-    for label, (B, T, C, nh, p) in [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
-                                    ("B=1 T=5 nh=4 dropout 0.3", (1, 5, 8, 4, 0.3))]:
-        new_rng = _fixed_rng(seed + 1)
-        cases.append(GradCase(
-            "attention_core", label,
-            lambda qkv, nh=nh, p=p, new_rng=new_rng: L.attention_core_forward(
-                qkv, nh, attn_pdrop=p, rng=new_rng()),
-            L.attention_core_backward, {"qkv": r(B, T, 3 * C)}, ["qkv"]))
+    # the heads alone (what the model calls between c_attn and c_proj), plain and as the fast
+    # kernel (numpygpt/kernels/fast.py; T > 64 puts the queries in more than one block): the
+    # key part of qkv gets real gradients here, only a bias shared by every position gets 0
+    for name, core, shapes in [
+        ("attention_core", L, [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
+                               ("B=1 T=5 nh=4 dropout 0.3", (1, 5, 8, 4, 0.3))]),
+        ("attention_core (fast kernel)", fast, [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
+                                                ("B=1 T=70 nh=2 dropout 0.3", (1, 70, 4, 2, 0.3))]),
+    ]:
+        for label, (B, T, C, nh, p) in shapes:
+            new_rng = _fixed_rng(seed + 1)
+            cases.append(GradCase(
+                name, label,
+                lambda qkv, core=core, nh=nh, p=p, new_rng=new_rng: core.attention_core_forward(
+                    qkv, nh, attn_pdrop=p, rng=new_rng()),
+                core.attention_core_backward, {"qkv": r(B, T, 3 * C)}, ["qkv"]))
+    cases.append(GradCase("gelu (fast kernel)", "x in [-5, 5]", fast.gelu_forward,
+                          fast.gelu_backward, {"x": x.copy()}, ["x"]))
 
     # classification head on the last real token of right-padded sequences (lengths < T)
     for label, lengths in [("B=3 T=4 padded", np.array([4, 1, 2])),
@@ -371,8 +383,9 @@ def format_table(rows):
 
 
 def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4, lengths=None):
-    """Gradient check of every trainable parameter of a GPT (use a float64 model with tiny
-    sizes); backward must return exactly those (model.trainable).
+    """Gradient check of every parameter that trains, of a GPT, a Llama or a FinetuneGPT (use
+    a float64 model with tiny sizes); backward must return exactly those (a FinetuneGPT's
+    model.trainable, every parameter of the others).
 
     Each forward draws its dropout masks from a fresh Generator with the same seed, so every
     finite-difference evaluation sees the same masks as the analytic backward. With
@@ -389,9 +402,10 @@ def check_model(model, idx, targets, dropout_seed=0, h=1e-3, order=4, lengths=No
 
     loss()
     grads = model.backward()
-    if set(grads) != set(model.trainable):
-        raise ValueError(f"backward returned {sorted(set(grads) ^ set(model.trainable))[:3]} "
-                         "against model.trainable")
+    trainable = set(getattr(model, "trainable", model.params))  # a FinetuneGPT's, or all
+    if set(grads) != trainable:
+        raise ValueError(f"backward returned {sorted(set(grads) ^ trainable)[:3]} against "
+                         "the parameters that train")
     C = model.config.n_embd
     errors = {}
     for name in grads:
@@ -425,11 +439,10 @@ def model_cases():
 
 def run_model_checks(seed=0):
     """Run every whole-model check. Returns rows (label, param, max rel error, threshold)."""
-    from .models.gpt import GPT, GPTConfig  # here, not at the top: the model imports the layers
-
     rows = []
     for label, kwargs, (B, T), ignore, lora, head in model_cases():
-        model = GPT(GPTConfig(**kwargs), seed=seed, dtype=np.float64)
+        # the GPT of fine-tuning (models/gpt.py's, with what trains, LoRA and the head)
+        model = FinetuneGPT(GPTConfig(**kwargs), seed=seed, dtype=np.float64)
         if head == "classifier":
             model.add_classifier(3, seed=seed)
         rng = np.random.default_rng(seed)
@@ -481,8 +494,6 @@ def llama_model_cases():
 
 def run_llama_model_checks(seed=0):
     """Run every whole-Llama check. Returns rows (label, param, max rel error, threshold)."""
-    from .models.llama import Llama, LlamaConfig  # here: the model imports the layers
-
     rows = []
     for label, kwargs, (B, T), ignore in llama_model_cases():
         model = Llama(LlamaConfig(**kwargs), seed=seed, dtype=np.float64)

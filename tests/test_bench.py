@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from clirun import run
 
-from numpygpt.bench import bench
+from numpygpt import bench
 from numpygpt.cli import main
 from numpygpt.errors import ConfigError
 from numpygpt.models.gpt import GPTConfig, param_count
@@ -172,7 +172,9 @@ def test_bench_gpt2_finetune_cli_prints_the_targets_and_writes_json(tmp_path, ca
 @pytest.mark.parametrize("kwargs", [{"rounds": 0}, {"steps": -1}, {"threads": 0},
                                     {"steps": 1.5}])
 def test_finetune_benchmark_checks_its_arguments_first(kwargs, monkeypatch):
-    monkeypatch.setattr(bench, "numpy_step_fn", lambda *a, **k: pytest.fail("the bench ran"))
+    from numpygpt.bench import finetune
+
+    monkeypatch.setattr(finetune, "numpy_step_fn", lambda *a, **k: pytest.fail("the bench ran"))
     with pytest.raises(ConfigError):
         bench.bench_finetune(**kwargs)
 
@@ -225,23 +227,36 @@ def test_profile_gemm_flops_by_hand():
                             {"frozen": True}) == 2 * N * C * 4 * C  # no dw for a frozen w
 
 
-def test_timed_layers_restores_every_layer_function_also_on_an_error():
+def test_timed_layers_wraps_the_kernel_table_and_restores_it_also_on_an_error():
+    """timed_layers wraps the profiled entries of the kernel table (numpygpt.kernels.ops), and
+    only those: the table's other kernels (the Llama's, AdamW) and numpygpt.layers stay."""
     from numpygpt import layers as L
+    from numpygpt.kernels import NAMES, ops
 
-    names = [f"{k}_{d}" for k in bench.PROFILED_LAYERS for d in ("forward", "backward")]
-    before = {n: getattr(L, n) for n in names}
+    names = [n for k in bench.PROFILED_LAYERS for d in ("forward", "backward")
+             if (n := f"{k}_{d}") in NAMES]
+    assert "linear_forward" in names and "attention_core_backward" in names
+    table = {n: getattr(ops, n) for n in NAMES}
+    layers = {n: getattr(L, n) for n in NAMES}
+
+    def untouched():
+        return (all(getattr(ops, n) is table[n] for n in NAMES)
+                and all(getattr(L, n) is layers[n] for n in NAMES))
+
     with bench.timed_layers({}) as record:
-        assert all(getattr(L, n) is not before[n] for n in names)
-        L.gelu_forward(np.ones((2, 3)))
+        assert all(getattr(ops, n) is not table[n] for n in names)
+        assert all(getattr(ops, n) is table[n] for n in NAMES if n not in names)
+        assert all(getattr(L, n) is layers[n] for n in NAMES)
+        ops.gelu_forward(np.ones((2, 3)))
     assert set(record) == {("GELU", "forward")}
-    assert all(getattr(L, n) is before[n] for n in names)
+    assert untouched()
     step = bench.numpy_step_fn(TINY, 2, T=8)
     with pytest.raises(ValueError), bench.timed_layers({}):
         step.model.forward(np.full((2, 8), 99), None)  # id 99 >= vocab_size 50
-    assert all(getattr(L, n) is before[n] for n in names)
+    assert untouched()
     with pytest.raises(RuntimeError, match="boom"), bench.timed_layers({}):
         raise RuntimeError("boom")
-    assert all(getattr(L, n) is before[n] for n in names)
+    assert untouched()
 
 
 def test_torch_profile_groups_the_same_step_by_operator():

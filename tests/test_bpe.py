@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numpygpt.data import CharTokenizer, DataError, prepare_data, tokenizer_from_dict
 from numpygpt.data.bpe import BPETokenizer, bytes_to_unicode, merge, pre_split
-from numpygpt.data.corpora import CharTokenizer, DataError, prepare_data, tokenizer_from_dict
 
 TEXT = ("The cat sat on the mat. The dog sat on the log; the cat and the dog are friends.\n"
         "Ça va? Très bien, merci! Straße, naïve café, 東京 and 🙂🙂 emoji 42 and 1234.\n"

@@ -4,9 +4,10 @@ model's add_classifier / classify / backward, freezing and LoRA with it, and bad
 import numpy as np
 import pytest
 
-from numpygpt import GPT, AdamW, GPTConfig
+from numpygpt import AdamW, GPTConfig
 from numpygpt import layers as L
 from numpygpt.errors import ConfigError
+from numpygpt.finetune.model import FinetuneGPT
 from numpygpt.gradcheck import check_model
 
 MODEL_GRAD_THRESHOLD = 1e-6
@@ -31,7 +32,7 @@ def test_layer_reads_the_last_real_token_only():
 def test_padding_changes_nothing():
     """Right padding is invisible to the last real token (causal attention), so a sequence
     classifies the same alone and padded in a batch with a longer one."""
-    model = GPT(tiny(), seed=0, dtype=np.float64)
+    model = FinetuneGPT(tiny(), seed=0, dtype=np.float64)
     model.add_classifier(3, seed=1)
     short = np.array([[1, 2, 3]])
     alone, _ = model.classify(short, np.array([3]))
@@ -43,7 +44,7 @@ def test_padding_changes_nothing():
 @pytest.mark.parametrize("setup", ["full", "frozen body", "lora"])
 def test_whole_model_gradient_check(setup):
     cfg = tiny(vocab_size=7, block_size=5, dropout=0.2 if setup == "lora" else 0.0)
-    model = GPT(cfg, seed=0, dtype=np.float64)
+    model = FinetuneGPT(cfg, seed=0, dtype=np.float64)
     rng = np.random.default_rng(0)
     for p in model.params.values():
         p[...] = rng.standard_normal(p.shape) * (0.5 if p.ndim == 1 else 0.3)
@@ -65,7 +66,7 @@ def test_whole_model_gradient_check(setup):
 
 def test_head_only_skips_the_body_and_training_learns():
     cfg = tiny()
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     model.add_classifier(2, seed=0)
     model.trainable = {"score.weight", "score.bias"}
     rng = np.random.default_rng(0)
@@ -83,7 +84,7 @@ def test_head_only_skips_the_body_and_training_learns():
 
 
 def test_errors():
-    model = GPT(tiny(), seed=0)
+    model = FinetuneGPT(tiny(), seed=0)
     idx = np.zeros((2, 3), np.int64)
     with pytest.raises(ConfigError, match="no classification head"):
         model.classify(idx, np.array([3, 3]))
@@ -91,7 +92,7 @@ def test_errors():
     with pytest.raises(ConfigError, match="already has a classification head"):
         model.add_classifier(3)
     with pytest.raises(ConfigError, match="n_classes must be >= 2"):
-        GPT(tiny()).add_classifier(1)
+        FinetuneGPT(tiny()).add_classifier(1)
     for lengths, match in [(np.array([3, 0]), r"lengths\[1\] = 0 is outside \[1, 3\]"),
                            (np.array([3]), r"shape \(2,\)"), ([3, 3], "integer numpy array")]:
         with pytest.raises((ValueError, TypeError), match=match):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from localhttp import LocalServer
 
+from numpygpt.data import CharTokenizer, DataError, batches, char, tokenizers
 from numpygpt.data import corpora as D
-from numpygpt.data.corpora import CharTokenizer, DataError
+from numpygpt.io import files
 
 # --- tokenizer ---------------------------------------------------------------------------------
 
@@ -39,12 +40,12 @@ def test_char_tokenizer_equals_the_plain_reference():
     text = "Hello,\nwörld!\tÉté 🌍\r\nπ ≈ 3.14\udcff\n" * 3
     tok = CharTokenizer.from_text(text)
     ids = tok.encode(text)
-    np.testing.assert_array_equal(ids, D.char_encode_reference(tok.chars, text))
-    assert D.char_encode_reference(tok.chars, text).dtype == ids.dtype
-    assert tok.decode(ids) == D.char_decode_reference(tok.chars, ids) == text
+    np.testing.assert_array_equal(ids, char.char_encode_reference(tok.chars, text))
+    assert char.char_encode_reference(tok.chars, text).dtype == ids.dtype
+    assert tok.decode(ids) == char.char_decode_reference(tok.chars, ids) == text
     rng = np.random.default_rng(0)
     ids = rng.integers(0, tok.vocab_size, size=50)
-    assert tok.decode(ids) == D.char_decode_reference(tok.chars, ids)
+    assert tok.decode(ids) == char.char_decode_reference(tok.chars, ids)
 
 
 def test_constructor_takes_a_list_and_rejects_duplicates():
@@ -119,11 +120,11 @@ def test_from_dict_validates(d, match):
 
 def test_tokenizer_from_dict_dispatches_on_kind():
     tok = CharTokenizer("xyz")
-    assert D.tokenizer_from_dict(tok.to_dict()) == tok
+    assert tokenizers.tokenizer_from_dict(tok.to_dict()) == tok
     with pytest.raises(ValueError, match="unknown tokenizer kind 'word'"):
-        D.tokenizer_from_dict({"kind": "word"})
+        tokenizers.tokenizer_from_dict({"kind": "word"})
     with pytest.raises(ValueError, match="'kind'"):
-        D.tokenizer_from_dict({"chars": "xyz"})
+        tokenizers.tokenizer_from_dict({"chars": "xyz"})
 
 
 def test_encode_round_trips_a_megabyte():
@@ -257,9 +258,9 @@ def test_load_corpus_shakespeare_uses_env_cache(server, tmp_path, monkeypatch):
 def test_default_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("NUMPYGPT_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert D.default_cache_dir() == tmp_path / ".cache" / "numpygpt"
+    assert files.default_cache_dir() == tmp_path / ".cache" / "numpygpt"
     monkeypatch.setenv("NUMPYGPT_CACHE", str(tmp_path / "c"))
-    assert D.default_cache_dir() == tmp_path / "c"
+    assert files.default_cache_dir() == tmp_path / "c"
 
 
 SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -310,19 +311,19 @@ def test_file_errors(tmp_path):
 
 def test_split_ids():
     ids = np.arange(1000)
-    train, val = D.split_ids(ids)
+    train, val = batches.split_ids(ids)
     assert len(train) == 900 and len(val) == 100
     assert np.array_equal(np.concatenate([train, val]), ids)
-    train, val = D.split_ids(np.arange(7), val_fraction=0.25)
+    train, val = batches.split_ids(np.arange(7), val_fraction=0.25)
     assert len(train) == int(7 * 0.75) and len(val) == 7 - int(7 * 0.75)
     with pytest.raises(ValueError, match="val_fraction"):
-        D.split_ids(ids, val_fraction=1.0)
+        batches.split_ids(ids, val_fraction=1.0)
 
 
 def test_get_batch_shapes_shift_and_windows():
     ids = np.arange(100, dtype=np.int32)  # id == position, so windows are easy to check
     B, T = 16, 8
-    x, y = D.get_batch(ids, T, B, np.random.default_rng(0))
+    x, y = batches.get_batch(ids, T, B, np.random.default_rng(0))
     assert x.shape == y.shape == (B, T)
     assert x.dtype == y.dtype == np.int64
     assert np.array_equal(x, x[:, :1] + np.arange(T))  # contiguous windows
@@ -332,47 +333,47 @@ def test_get_batch_shapes_shift_and_windows():
 
 def test_get_batch_uses_every_start_and_nothing_past_the_end():
     ids = np.arange(10)
-    x, y = D.get_batch(ids, 4, 2000, np.random.default_rng(1))
+    x, y = batches.get_batch(ids, 4, 2000, np.random.default_rng(1))
     assert set(x[:, 0].tolist()) == set(range(6))  # starts 0..n-T-1
     assert y.max() == 9
     # exactly T + 1 tokens: a single possible window
-    x, y = D.get_batch(np.arange(5), 4, 3, np.random.default_rng(2))
+    x, y = batches.get_batch(np.arange(5), 4, 3, np.random.default_rng(2))
     assert np.array_equal(x, np.tile(np.arange(4), (3, 1))) and np.array_equal(y, x + 1)
 
 
 def test_get_batch_deterministic_under_seed():
     ids = np.random.default_rng(123).integers(0, 50, size=500)
-    a = D.get_batch(ids, 16, 4, np.random.default_rng(7))
-    b = D.get_batch(ids, 16, 4, np.random.default_rng(7))
-    c = D.get_batch(ids, 16, 4, np.random.default_rng(8))
+    a = batches.get_batch(ids, 16, 4, np.random.default_rng(7))
+    b = batches.get_batch(ids, 16, 4, np.random.default_rng(7))
+    c = batches.get_batch(ids, 16, 4, np.random.default_rng(8))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
 
 
 def test_get_batch_errors():
     with pytest.raises(DataError, match=r"too short for block_size=8.*8 tokens.*9"):
-        D.get_batch(np.arange(8), 8, 2, np.random.default_rng(0))
+        batches.get_batch(np.arange(8), 8, 2, np.random.default_rng(0))
     with pytest.raises(TypeError, match="Generator"):
-        D.get_batch(np.arange(100), 8, 2, np.random.RandomState(0))
+        batches.get_batch(np.arange(100), 8, 2, np.random.RandomState(0))
 
 
 def test_prepare_data():
     text = "the quick brown fox jumps over the lazy dog\n" * 25  # 1100 chars
-    tok, train, val = D.prepare_data(text, block_size=8)
+    tok, train, val = batches.prepare_data(text, block_size=8)
     assert tok == CharTokenizer.from_text(text)
     assert len(train) == 990 and len(val) == 110
     assert train.dtype == val.dtype == np.int64
     assert tok.decode(np.concatenate([train, val])) == text
     # a given tokenizer is reused as is
     big = CharTokenizer.from_text(text + "XYZ")
-    tok2, train2, _ = D.prepare_data(text, 8, tokenizer=big)
+    tok2, train2, _ = batches.prepare_data(text, 8, tokenizer=big)
     assert tok2 is big and big.decode(train2) == text[:990]
 
 
 def test_prepare_data_errors():
     with pytest.raises(DataError, match=r"too short for block_size=16.*90 train and 10 validation"):
-        D.prepare_data("a" * 100, block_size=16)
+        batches.prepare_data("a" * 100, block_size=16)
     with pytest.raises(DataError, match="'!'"):
-        D.prepare_data("hello!" * 100, 8, tokenizer=CharTokenizer("ehlo"))
+        batches.prepare_data("hello!" * 100, 8, tokenizer=CharTokenizer("ehlo"))
     with pytest.raises(DataError, match="empty"):
-        D.prepare_data("", 8)
+        batches.prepare_data("", 8)

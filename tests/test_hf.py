@@ -13,7 +13,9 @@ import pytest
 from localhttp import LocalServer
 
 from numpygpt.cli import main
+from numpygpt.data import load_gpt2_tokenizer
 from numpygpt.io import hf_gpt2 as hf
+from numpygpt.io import hub as gpt2_hub
 from numpygpt.io.checkpoint import CheckpointError
 from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
 
@@ -81,9 +83,9 @@ def write_gpt2_folder(folder, params, cfg=CFG, prefix=True, buffers=True, lm_hea
 def test_export_import_round_trip_is_exact(tmp_path, dtype):
     params = random_params(CFG)  # float32 values: the file stores float32
     model = model_from(params, dtype=dtype)
-    folder = hf.save_pretrained(model, tmp_path / "export")
+    folder = model.save_pretrained(tmp_path / "export")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    back = hf.from_pretrained(folder, dtype=dtype)
+    back = GPT.from_pretrained(folder, dtype=dtype)
     assert back.config == CFG  # dropout too, through resid_pdrop
     assert not back.training  # eval mode, as transformers' from_pretrained
     assert list(back.params) == list(model.params)
@@ -98,7 +100,7 @@ def test_export_import_round_trip_is_exact(tmp_path, dtype):
     assert config["model_type"] == "gpt2" and config["activation_function"] == "gelu_new"
     assert config["n_positions"] == 12 and config["tie_word_embeddings"] is True
     assert config["bos_token_id"] is None  # not GPT-2's vocabulary: no <|endoftext|> id
-    assert hf.hf_config(GPTConfig(vocab_size=50257))["eos_token_id"] == 50256
+    assert hf.hf_config(GPTConfig(vocab_size=50257).to_dict())["eos_token_id"] == 50256
 
 
 def test_round_trip_with_a_bpe_tokenizer(tmp_path):
@@ -107,21 +109,21 @@ def test_round_trip_with_a_bpe_tokenizer(tmp_path):
                                  vocab_size=270)
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8)
     model = model_from(random_params(cfg), cfg)
-    folder = hf.save_pretrained(model, tmp_path / "export", tokenizer=tok)
+    folder = model.save_pretrained(tmp_path / "export", tokenizer=tok)
     assert {"vocab.json", "merges.txt"} <= {p.name for p in folder.iterdir()}
-    back, tok2 = hf.from_pretrained(folder), hf.load_tokenizer(folder)
+    back, tok2 = GPT.from_pretrained(folder), load_gpt2_tokenizer(folder)
     assert tok2 == tok
     ids = tok2.encode("the cat sat")[None, :]
     assert np.array_equal(logits(back, ids), logits(model, ids))
-    assert hf.load_tokenizer(hf.save_pretrained(model, tmp_path / "bare")) is None
+    assert load_gpt2_tokenizer(model.save_pretrained(tmp_path / "bare")) is None
 
 
 def test_reexport_replaces_an_earlier_export_and_keeps_its_tokenizer(tmp_path):
     folder = write_gpt2_folder(tmp_path / "gpt2", random_params(CFG, seed=1))
     (folder / "vocab.json").write_text("{}")  # files of the earlier export stay
     model = model_from(random_params(CFG, seed=2))
-    hf.save_pretrained(model, folder)
-    assert np.array_equal(logits(hf.from_pretrained(folder)), logits(model))
+    model.save_pretrained(folder)
+    assert np.array_equal(logits(GPT.from_pretrained(folder)), logits(model))
     assert (folder / "vocab.json").read_text() == "{}"
 
 
@@ -129,7 +131,7 @@ def test_reexport_replaces_an_earlier_export_and_keeps_its_tokenizer(tmp_path):
 def test_a_folder_written_by_another_tool_loads_and_runs(tmp_path, prefix):
     params = random_params(CFG, seed=3)
     folder = write_gpt2_folder(tmp_path / "gpt2", params, prefix=prefix)
-    model = hf.from_pretrained(str(folder))
+    model = GPT.from_pretrained(str(folder))
     out = logits(model)
     assert out.shape == (2, 7, CFG.vocab_size) and np.isfinite(out).all()
     assert np.array_equal(out, logits(model_from(params)))
@@ -140,7 +142,7 @@ def test_old_configs_with_n_ctx_only_and_without_optional_keys(tmp_path):
     cfg = gpt2_config(CFG, n_positions=..., activation_function=..., layer_norm_epsilon=...,
                       resid_pdrop=...)
     folder = write_gpt2_folder(tmp_path / "old", random_params(CFG), config=cfg, lm_head=False)
-    assert hf.from_pretrained(folder).config.block_size == CFG.block_size
+    assert GPT.from_pretrained(folder).config.block_size == CFG.block_size
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def test_load_errors_are_one_clear_line(case, tmp_path):
     folder = write_gpt2_folder(tmp_path / "gpt2", random_params(CFG))
     edit(folder)
     with pytest.raises(CheckpointError) as info:
-        hf.from_pretrained(folder)
+        GPT.from_pretrained(folder)
     msg = str(info.value)
     assert "\n" not in msg
     for needle in needles:
@@ -213,16 +215,16 @@ def test_load_errors_are_one_clear_line(case, tmp_path):
 
 def test_a_path_that_is_neither_folder_nor_name(tmp_path):
     with pytest.raises(CheckpointError, match="no such folder.*gpt2-medium"):
-        hf.from_pretrained(tmp_path / "nowhere")
+        GPT.from_pretrained(tmp_path / "nowhere")
     run = tmp_path / "run"  # a numpygpt training run has a config.json too
     run.mkdir()
     (run / "ckpt.npz").write_bytes(b"")
     (run / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="numpygpt training checkpoint, not a GPT-2"):
-        hf.from_pretrained(run)
+        GPT.from_pretrained(run)
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="a file, not a folder"):
-        hf.from_pretrained(tmp_path / "file")
+        GPT.from_pretrained(tmp_path / "file")
 
 
 def test_export_refusals(tmp_path):
@@ -230,14 +232,14 @@ def test_export_refusals(tmp_path):
                                pos_encoding="sinusoidal"))
     with pytest.raises(ValueError, match="GPT-2 has learned positions; a model with "
                                          "pos_encoding='sinusoidal' cannot be saved"):
-        hf.save_pretrained(sinusoidal, tmp_path / "sin")
+        sinusoidal.save_pretrained(tmp_path / "sin")
     assert not (tmp_path / "sin").exists()
 
-    from numpygpt.data.corpora import CharTokenizer
+    from numpygpt.data import CharTokenizer
 
     model = GPT(CFG)
     with pytest.raises(ValueError, match="only a BPE tokenizer.*CharTokenizer"):
-        hf.save_pretrained(model, tmp_path / "char", tokenizer=CharTokenizer("abc"))
+        model.save_pretrained(tmp_path / "char", tokenizer=CharTokenizer("abc"))
 
     # a folder holding anything else is never written into
     mine = tmp_path / "mine"
@@ -245,7 +247,7 @@ def test_export_refusals(tmp_path):
     (mine / "notes.txt").write_text("precious")
     (mine / "config.json").write_text('{"mine": 1}')
     with pytest.raises(ValueError, match="not empty and does not hold a GPT-2 export"):
-        hf.save_pretrained(model, mine)
+        model.save_pretrained(mine)
     assert sorted(p.name for p in mine.iterdir()) == ["config.json", "notes.txt"]
     assert (mine / "config.json").read_text() == '{"mine": 1}'
     # nor a numpygpt training run (it has a config.json too)
@@ -253,7 +255,7 @@ def test_export_refusals(tmp_path):
     (mine / "model.safetensors").write_bytes(b"")
     (mine / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(ValueError, match="not empty"):
-        hf.save_pretrained(model, mine)
+        model.save_pretrained(mine)
 
 
 # --- downloading (a local server, never the internet) --------------------------------------
@@ -278,37 +280,37 @@ def hub_files(tmp_path_factory):
 def hub(hub_files, monkeypatch):
     _no_proxy(monkeypatch)
     server = LocalServer(dict(hub_files), prefix="/openai-community/gpt2/resolve/main/")
-    monkeypatch.setattr(hf, "HF_BASE_URL", server.base)
+    monkeypatch.setattr(gpt2_hub, "HF_BASE_URL", server.base)
     yield server
     server.close()
 
 
 def test_download_once_then_use_the_cache(hub, tmp_path):
-    model = hf.from_pretrained("gpt2", cache_dir=tmp_path)
+    model = GPT.from_pretrained("gpt2", cache_dir=tmp_path)
     folder = tmp_path / "hf" / "gpt2"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(hf.GPT2_FILES)  # no temp files
+    assert sorted(p.name for p in folder.iterdir()) == sorted(gpt2_hub.GPT2_FILES)  # no temp files
     assert sorted(hub.requests) == sorted(f"/openai-community/gpt2/resolve/main/{f}"
-                                          for f in hf.GPT2_FILES)
-    assert np.array_equal(logits(model), logits(hf.from_pretrained(folder)))
+                                          for f in gpt2_hub.GPT2_FILES)
+    assert np.array_equal(logits(model), logits(GPT.from_pretrained(folder)))
     # second call, and the long name: the cache answers, the server is not asked again
-    hf.from_pretrained("openai-community/gpt2", cache_dir=tmp_path)
+    GPT.from_pretrained("openai-community/gpt2", cache_dir=tmp_path)
     assert len(hub.requests) == 4
     # a file missing from the cache is fetched alone
     (folder / "merges.txt").unlink()
-    hf.from_pretrained("gpt2", cache_dir=tmp_path)
+    GPT.from_pretrained("gpt2", cache_dir=tmp_path)
     assert hub.requests[4:] == ["/openai-community/gpt2/resolve/main/merges.txt"]
 
 
 def test_the_default_cache_is_numpygpt_cache(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("NUMPYGPT_CACHE", str(tmp_path / "c"))
-    hf.from_pretrained("gpt2")
+    GPT.from_pretrained("gpt2")
     assert (tmp_path / "c" / "hf" / "gpt2" / "model.safetensors").is_file()
 
 
 def test_a_failed_download_says_what_to_do_and_leaves_no_partial_file(hub, tmp_path):
     hub.truncate.add("model.safetensors")
     with pytest.raises(CheckpointError) as info:
-        hf.from_pretrained("gpt2", cache_dir=tmp_path)
+        GPT.from_pretrained("gpt2", cache_dir=tmp_path)
     msg = str(info.value)
     folder = tmp_path / "hf" / "gpt2"
     assert "model.safetensors" in msg and "by hand" in msg and str(folder) in msg
@@ -316,7 +318,7 @@ def test_a_failed_download_says_what_to_do_and_leaves_no_partial_file(hub, tmp_p
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "merges.txt", "vocab.json"]
     del hub.files["config.json"]
     with pytest.raises(CheckpointError, match="404"):
-        hf.from_pretrained("gpt2", cache_dir=tmp_path / "other")
+        GPT.from_pretrained("gpt2", cache_dir=tmp_path / "other")
 
 
 def _nobody_listens():
@@ -328,9 +330,9 @@ def _nobody_listens():
 
 def test_offline_error_names_the_files_and_the_folder(tmp_path, monkeypatch):
     _no_proxy(monkeypatch)
-    monkeypatch.setattr(hf, "HF_BASE_URL", _nobody_listens())
+    monkeypatch.setattr(gpt2_hub, "HF_BASE_URL", _nobody_listens())
     with pytest.raises(CheckpointError) as info:
-        hf.from_pretrained("gpt2-medium", cache_dir=tmp_path)
+        GPT.from_pretrained("gpt2-medium", cache_dir=tmp_path)
     msg = str(info.value)
     for needle in ("could not download", "config.json, vocab.json, merges.txt, "
                    "model.safetensors", "by hand", str(tmp_path / "hf" / "gpt2-medium"),
@@ -341,7 +343,7 @@ def test_offline_error_names_the_files_and_the_folder(tmp_path, monkeypatch):
 
 
 def test_names():
-    assert [hf.gpt2_name(n) for n in ("gpt2", "openai-community/gpt2-xl", "gpt3",
+    assert [gpt2_hub.gpt2_name(n) for n in ("gpt2", "openai-community/gpt2-xl", "gpt3",
                                       "someone/gpt2", None)] == ["gpt2", "gpt2-xl", None, None,
                                                                  None]
 
@@ -402,7 +404,7 @@ def test_sample_errors_for_gpt2_are_one_line(gpt2_folder, tmp_path, monkeypatch,
     # a GPT-2 name, offline: the download error, on one line
     _no_proxy(monkeypatch)
     monkeypatch.setenv("NUMPYGPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hf, "HF_BASE_URL", _nobody_listens())
+    monkeypatch.setattr(gpt2_hub, "HF_BASE_URL", _nobody_listens())
     monkeypatch.chdir(tmp_path)  # no folder called gpt2 here
     assert main(["sample", "--ckpt", "gpt2", "--tokens", "2"]) == 1
     err = capsys.readouterr().err
@@ -441,10 +443,10 @@ def _hf_logits(torch, model, idx=IDX, dtype=None):
 def test_our_import_matches_gpt2lmheadmodel(hf_model, tmp_path):
     torch, _, model = hf_model
     model.save_pretrained(tmp_path / "hf")  # what transformers itself writes
-    ours = logits(hf.from_pretrained(tmp_path / "hf"))
+    ours = logits(GPT.from_pretrained(tmp_path / "hf"))
     theirs = _hf_logits(torch, model)
     diff32 = np.abs(ours - theirs).max()
-    ours64 = logits(hf.from_pretrained(tmp_path / "hf", dtype=np.float64))
+    ours64 = logits(GPT.from_pretrained(tmp_path / "hf", dtype=np.float64))
     diff64 = np.abs(ours64 - _hf_logits(torch, model, dtype=torch.float64)).max()
     print(f"\nmax |logit difference| vs GPT2LMHeadModel: float32 {diff32:.1e}, "
           f"float64 {diff64:.1e} (logits of size ~{np.abs(theirs).max():.0f})")
@@ -454,7 +456,7 @@ def test_our_import_matches_gpt2lmheadmodel(hf_model, tmp_path):
 def test_gpt2lmheadmodel_loads_our_export(hf_model, tmp_path):
     torch, transformers, _ = hf_model
     ours = model_from(random_params(CFG, seed=5))
-    hf.save_pretrained(ours, tmp_path / "export")
+    ours.save_pretrained(tmp_path / "export")
     theirs, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "export",
                                                                 output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info

@@ -21,13 +21,14 @@ import numpy as np
 import pytest
 
 from numpygpt.cli import main
+from numpygpt.data import CharTokenizer, load_gpt2_tokenizer
 from numpygpt.data.bpe import BPETokenizer, bytes_to_unicode
-from numpygpt.data.corpora import CharTokenizer
 from numpygpt.errors import UserError
 from numpygpt.io import hf_gpt2 as hf
 from numpygpt.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpygpt.io.files import FileError, read_json
 from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
+from numpygpt.training.run import model_from_checkpoint
 
 st = pytest.importorskip("safetensors.numpy")
 
@@ -200,14 +201,14 @@ def test_deep_json_in_checkpoint_meta(tmp_path):
 def test_deep_json_in_hf_config(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "config.json").write_text(DEEP)
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError)
     assert "config.json" in msg and "nested" in msg
 
 
 def test_deep_json_in_vocab_json(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "vocab.json").write_text('{"a": ' * 100_000)
-    msg = one_line_error(hf.load_tokenizer, folder, error=CheckpointError)
+    msg = one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError)
     assert "vocab.json" in msg and "nested" in msg
 
 
@@ -228,7 +229,7 @@ def test_config_json_too_large(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     with open(folder / "config.json", "r+b") as f:  # a sparse 2 MB file: nothing on disk
         f.truncate(2 << 20)
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError)
     assert "2.1 MB, more than the 1.0 MB" in msg
 
 
@@ -237,7 +238,7 @@ def test_tokenizer_files_too_large_are_not_read(tmp_path, name):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     with open(folder / name, "r+b") as f:
         f.truncate(100 << 30)  # 100 GB, sparse: reading it would take minutes and all RAM
-    peak, err = peak_memory(lambda: hf.load_tokenizer(folder))
+    peak, err = peak_memory(lambda: load_gpt2_tokenizer(folder))
     assert isinstance(err, CheckpointError) and "107.4 GB, more than the 33.6 MB" in str(err)
     assert peak < 10 << 20
 
@@ -252,14 +253,14 @@ def test_duplicate_keys_in_json(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     text = (folder / "config.json").read_text()
     (folder / "config.json").write_text(text[:-1] + ', "n_layer": 12}')  # n_layer twice
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError)
     assert "gives the key 'n_layer' twice" in msg
 
 
 def test_integer_of_5000_digits_in_json(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "config.json").write_text('{"n_embd": ' + "7" * 5000 + "}")
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError)
     assert "not valid JSON" in msg and "digits" in msg
 
 
@@ -279,7 +280,7 @@ def test_tokenizer_symlink_out_of_the_folder(tmp_path, secret, name, capsys):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / name).unlink()
     (folder / name).symlink_to(secret)
-    msg = one_line_error(hf.load_tokenizer, folder, error=CheckpointError)
+    msg = one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError)
     assert "symbolic link" in msg and "outside" in msg
     assert main(["sample", "--ckpt", str(folder), "--tokens", "2"]) == 1
     out = capsys.readouterr()
@@ -290,7 +291,7 @@ def test_etc_shadow_symlink_is_never_read(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "merges.txt").unlink()
     (folder / "merges.txt").symlink_to("/etc/shadow")
-    msg = one_line_error(hf.load_tokenizer, folder, error=CheckpointError)
+    msg = one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError)
     assert "'/etc/shadow', outside" in msg and "root:" not in msg
 
 
@@ -298,17 +299,17 @@ def test_config_json_linked_to_dev_zero(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "config.json").unlink()
     (folder / "config.json").symlink_to("/dev/zero")
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError, seconds=1.0)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError, seconds=1.0)
     assert "/dev/zero" in msg
 
 
 def test_a_device_inside_the_folder_is_not_read(tmp_path, monkeypatch):
     # A device file cannot be made without root; a folder whose own root is / can hold one.
-    monkeypatch.setattr(hf, "_root", lambda folder: "/")
+    monkeypatch.setattr(hf, "folder_root", lambda folder: "/")
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "config.json").unlink()
     (folder / "config.json").symlink_to("/dev/zero")
-    msg = one_line_error(hf.from_pretrained, folder, error=CheckpointError, seconds=1.0)
+    msg = one_line_error(GPT.from_pretrained, folder, error=CheckpointError, seconds=1.0)
     assert "is a character device, not a regular file" in msg
 
 
@@ -322,7 +323,7 @@ def test_a_fifo_never_blocks(tmp_path, name):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / name).unlink()
     os.mkfifo(folder / name)
-    load = hf.load_tokenizer if name in ("vocab.json", "merges.txt") else hf.from_pretrained
+    load = load_gpt2_tokenizer if name in ("vocab.json", "merges.txt") else GPT.from_pretrained
     err = returns_quickly(lambda: load(folder))
     assert isinstance(err, CheckpointError) and "FIFO (named pipe)" in str(err)
 
@@ -364,18 +365,18 @@ def test_links_inside_the_folder_and_hf_cache_snapshots_are_fine(tmp_path):
     snap.mkdir(parents=True)
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):
         (snap / name).symlink_to(f"../../blobs/{name}")  # as huggingface_hub lays them out
-    assert hf.from_pretrained(snap).config == HF_CFG
-    assert hf.load_tokenizer(snap).vocab_size == 260
+    assert GPT.from_pretrained(snap).config == HF_CFG
+    assert load_gpt2_tokenizer(snap).vocab_size == 260
     alias = tmp_path / "alias"  # the folder itself may be a link
     alias.symlink_to(snap)
-    assert hf.from_pretrained(alias).config == HF_CFG
+    assert GPT.from_pretrained(alias).config == HF_CFG
 
 
 def test_a_dangling_link(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "config.json").unlink()
     (folder / "config.json").symlink_to("nothing-here.json")
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError,
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError,
                    match="symbolic link to a missing file")
 
 
@@ -565,7 +566,7 @@ def test_nan_weights_in_a_safetensors_file(tmp_path, capsys):
                for k, s in param_shapes(HF_CFG).items()}
     tensors["h.0.mlp.c_fc.bias"][5] = np.nan
     folder = gpt2_folder(tmp_path / "m", HF_CFG, tensors=tensors)
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError,
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError,
                    match=r"NaN or inf values in 1 tensors: h.0.mlp.c_fc.bias \(1 of 32\)")
     assert main(["sample", "--ckpt", str(folder), "--tokens", "3"]) == 1
     out = capsys.readouterr()
@@ -580,8 +581,11 @@ def test_nan_weights_in_a_safetensors_file(tmp_path, capsys):
     ("abcdefghijklm", ["13 tokens", "vocab_size is 10", "ids 10 to 12", "no embedding"]),
 ])
 def test_checkpoint_tokenizer_must_match_the_model(tmp_path, chars, numbers, capsys):
+    # the checkpoint format knows no model: the run's model and tokenizer are checked
+    # against each other where the model is built from it
     good_checkpoint(tmp_path / "run", chars=chars)
-    msg = one_line_error(load_checkpoint, tmp_path / "run", error=CheckpointError)
+    ckpt = load_checkpoint(tmp_path / "run")
+    msg = one_line_error(model_from_checkpoint, ckpt, tmp_path / "run", error=CheckpointError)
     for n in numbers:
         assert n in msg, msg
     assert main(["sample", "--ckpt", str(tmp_path / "run"), "--tokens", "5"]) == 1
@@ -592,8 +596,8 @@ def test_checkpoint_with_an_unusable_tokenizer(tmp_path):
     model = GPT(CFG)
     save_checkpoint(tmp_path, config={"model": CFG.to_dict()},
                     tokenizer={"kind": "char", "chars": "aa"}, params=model.params)
-    one_line_error(load_checkpoint, tmp_path, error=CheckpointError,
-                   match="tokenizer is not usable: .*repeats")
+    one_line_error(model_from_checkpoint, load_checkpoint(tmp_path), tmp_path,
+                   error=CheckpointError, match="tokenizer is not usable: .*repeats")
 
 
 @pytest.mark.parametrize("n_merges, words", [(2, ["258 tokens", "260"]),
@@ -601,7 +605,7 @@ def test_checkpoint_with_an_unusable_tokenizer(tmp_path):
 def test_hf_tokenizer_must_match_config(tmp_path, n_merges, words, capsys):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     write_tokenizer_files(folder, n_merges)
-    msg = one_line_error(hf.load_tokenizer, folder, error=CheckpointError)
+    msg = one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError)
     assert all(w in msg for w in words) and "vocab.json against config.json" in msg
     assert main(["sample", "--ckpt", str(folder), "--tokens", "2"]) == 1
     assert words[0] in capsys.readouterr().err
@@ -611,7 +615,7 @@ def test_save_pretrained_refuses_a_tokenizer_of_another_size(tmp_path):
     tok = BPETokenizer.train("hello hello world " * 20, vocab_size=262)
     model = GPT(HF_CFG)  # vocab_size 260
     with pytest.raises(ValueError, match="262 tokens but the model's vocab_size is 260"):
-        hf.save_pretrained(model, tmp_path / "x", tokenizer=tok)
+        model.save_pretrained(tmp_path / "x", tokenizer=tok)
     assert not (tmp_path / "x").exists()
 
 
@@ -648,7 +652,7 @@ F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 ])
 def test_hostile_safetensors_headers(tmp_path, header, data, needle):
     folder = hf_folder_with_weights(tmp_path, header, data)
-    peak, err = peak_memory(lambda: hf.from_pretrained(folder))
+    peak, err = peak_memory(lambda: GPT.from_pretrained(folder))
     assert isinstance(err, CheckpointError) and needle in str(err), err
     assert "cannot read" in str(err) or "header" in str(err)
     assert peak < 10 << 20
@@ -657,18 +661,18 @@ def test_hostile_safetensors_headers(tmp_path, header, data, needle):
 def test_safetensors_header_longer_than_the_file(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError,
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError,
                    match="header declares 1,152,921,504,606,846,976 bytes, more than the "
                          "file's 2")
     (folder / "model.safetensors").write_bytes(b"\x01\x02")
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError, match="too short")
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError, match="too short")
 
 
 def test_safetensors_dtype_rule(tmp_path):
     tensors = {k: np.zeros(s, np.float32) for k, s in param_shapes(HF_CFG).items()}
     tensors["wpe.weight"] = np.zeros((8, 8), np.int64)
     folder = gpt2_folder(tmp_path / "m", HF_CFG, tensors=tensors)
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError,
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError,
                    match="wpe.weight has dtype int64, expected floating point")
 
 
@@ -676,7 +680,7 @@ def test_config_claiming_a_million_layers(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     d = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**d, "n_layer": 1_000_000}))
-    peak, err = peak_memory(lambda: hf.from_pretrained(folder))
+    peak, err = peak_memory(lambda: GPT.from_pretrained(folder))
     assert isinstance(err, CheckpointError) and "n_layer is 1,000,000" in str(err)
     assert peak < 10 << 20  # no table of 12 million parameter names
 
@@ -691,7 +695,7 @@ def test_config_values_of_the_wrong_type(tmp_path, change, needle):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     d = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**d, **change}))
-    one_line_error(hf.from_pretrained, folder, error=CheckpointError, match=needle)
+    one_line_error(GPT.from_pretrained, folder, error=CheckpointError, match=needle)
 
 
 def test_only_the_needed_tensors_are_read(tmp_path):
@@ -701,7 +705,7 @@ def test_only_the_needed_tensors_are_read(tmp_path):
                for k, s in param_shapes(HF_CFG).items()}
     tensors["transformer.h.0.attn.bias"] = np.zeros((1, 1, 64, 64), np.int8)
     folder = gpt2_folder(tmp_path / "m", HF_CFG, tensors=tensors)
-    assert hf.from_pretrained(folder).config == HF_CFG
+    assert GPT.from_pretrained(folder).config == HF_CFG
 
 
 # --- more hostile entries and files (beyond the list) -------------------------------------
@@ -779,14 +783,14 @@ def test_a_huge_sparse_tokenizer_file(tmp_path):
 def test_a_long_bad_merges_line_is_not_quoted_whole(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "merges.txt").write_text("#version: 0.2\n" + "x" * 100_000 + "\n")
-    msg = one_line_error(hf.load_tokenizer, folder, error=CheckpointError, match="line 2")
+    msg = one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError, match="line 2")
     assert len(msg) < 400
 
 
 def test_tokenizer_files_that_are_not_utf8(tmp_path):
     folder = gpt2_folder(tmp_path / "m", HF_CFG)
     (folder / "vocab.json").write_bytes(b'{"\xff\xfe": 0}')
-    one_line_error(hf.load_tokenizer, folder, error=CheckpointError,
+    one_line_error(load_gpt2_tokenizer, folder, error=CheckpointError,
                    match="is not UTF-8 text .byte 2: invalid start byte")
 
 

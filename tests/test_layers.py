@@ -9,6 +9,7 @@ import pytest
 from numpygpt import GPT, GPTConfig
 from numpygpt import layers as L
 from numpygpt.gradcheck import THRESHOLD, check_layer, layer_cases, rel_error
+from numpygpt.kernels import FAST, PLAIN
 
 ATTN_MATCH = 1e-10  # vectorised vs loop attention, float64
 GELU_MATCH = 1e-12  # in-place sigmoid GELU vs the textbook tanh formula, float64 (rtol, atol)
@@ -47,6 +48,11 @@ GRADIENT_CHECKS = [
     ("attention_reference", "B=1 T=5 nh=4 dropout 0.3", "x w_attn b_attn w_proj b_proj", 1e-7),
     ("attention_core", "B=2 T=4 nh=2", "qkv", 1e-7),  # the heads between c_attn and c_proj
     ("attention_core", "B=1 T=5 nh=4 dropout 0.3", "qkv", 1e-7),
+    # the fast twins (numpygpt/kernels/fast.py), checked like the plain layers; T = 70 puts
+    # the queries in two blocks
+    ("attention_core (fast kernel)", "B=2 T=4 nh=2", "qkv", 1e-7),
+    ("attention_core (fast kernel)", "B=1 T=70 nh=2 dropout 0.3", "qkv", 1e-7),
+    ("gelu (fast kernel)", "x in [-5, 5]", "x", 1e-7),
     ("classifier", "B=3 T=4 padded", "h w b", 1e-7),  # padding positions get exactly 0
     ("classifier", "B=1 T=1", "h w b", 1e-7),
     ("dropout", "p=0.5", "x", 1e-7),  # the same mask in every forward call
@@ -92,8 +98,14 @@ def test_gradient_check(layer, label, tensors, threshold):
 def test_the_table_above_is_the_suite_and_covers_every_layer_and_tensor():
     # the table lists exactly the cases that gradcheck (and so the CLI and notebooks) runs
     assert [(layer, label) for layer, label, *_ in GRADIENT_CHECKS] == list(CASES)
-    # every forward/backward pair the layers package exports has a case
-    assert {c.layer for c in CASES.values()} == set(L.FORWARD_BACKWARD_PAIRS)
+    # every forward/backward pair the layers package exports has a case, and so does every
+    # fast twin of one (numpygpt/kernels/fast.py)
+    plain = {c.layer for c in CASES.values() if not c.layer.endswith("(fast kernel)")}
+    assert plain == set(L.FORWARD_BACKWARD_PAIRS)
+    twins = {n.removesuffix("_forward") for n in FAST if n.endswith("_forward")
+             and FAST[n] is not PLAIN[n]}
+    assert {c.layer.removesuffix(" (fast kernel)") for c in CASES.values()
+            if c.layer.endswith("(fast kernel)")} == twins
     # and every float argument of every case gets its gradient checked
     for case in CASES.values():
         floats = [n for n, a in case.args.items() if np.asarray(a).dtype.kind == "f"]

@@ -24,7 +24,7 @@ from numpygpt.gradcheck import (
     run_llama_model_checks,
 )
 from numpygpt.io.checkpoint import CheckpointError
-from numpygpt.layers.gqa import _merge
+from numpygpt.layers.gqa import _from_heads
 from numpygpt.models.llama import llama_param_count, llama_param_shapes
 
 LLAMA_LAYERS = ("rope", "rmsnorm", "silu", "swiglu_mlp", "gqa_core", "gqa_reference",
@@ -133,7 +133,7 @@ def test_gqa_equals_multi_head_attention_with_repeated_kv_heads():
     q = rng.standard_normal((B, nh, T, hs))
     k, v = rng.standard_normal((B, nkv, T, hs)), rng.standard_normal((B, nkv, T, hs))
     kr, vr = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)  # (B, nh, T, hs)
-    qkv = np.concatenate([_merge(a) for a in (q, kr, vr)], axis=-1)  # (B, T, 3C)
+    qkv = np.concatenate([_from_heads(a) for a in (q, kr, vr)], axis=-1)  # (B, T, 3C)
     y_mha, c_mha = L.attention_core_forward(qkv, nh)
     y, c = L.gqa_core_forward(q, k, v)
     assert rel_error(y, y_mha) < MATCH
@@ -290,7 +290,7 @@ def test_float32_stays_float32():
     assert list(grads) == list(model.params)
     assert all(g.dtype == np.float32 and g.shape == model.params[k].shape
                for k, g in grads.items())
-    assert model._forward_cached(idx, None)[0].dtype == np.float32
+    assert model.forward_cached(idx)[0].dtype == np.float32
 
 
 def test_kv_cache_generation_gives_the_same_tokens_as_recomputation():

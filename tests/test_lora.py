@@ -7,8 +7,9 @@ import pytest
 from numpygpt import GPT, AdamW, GPTConfig
 from numpygpt import layers as L
 from numpygpt.errors import ConfigError
+from numpygpt.finetune.model import LORA_TARGETS, FinetuneGPT
 from numpygpt.gradcheck import check_model
-from numpygpt.models.gpt import LORA_TARGETS
+from numpygpt.kernels import ops
 
 MERGE_MATCH = 1e-12  # float64 logits before and after merge_lora
 MODEL_GRAD_THRESHOLD = 1e-6
@@ -52,7 +53,7 @@ def test_lora_layer_is_linear_plus_low_rank_update():
 
 def test_add_lora_names_shapes_init_and_unchanged_model():
     cfg = tiny()
-    model = GPT(cfg, seed=0, dtype=np.float64)
+    model = FinetuneGPT(cfg, seed=0, dtype=np.float64)
     idx, _ = batch(cfg)
     before, _ = model.forward(idx)
     base = {k: v.copy() for k, v in model.params.items()}
@@ -73,13 +74,13 @@ def test_add_lora_names_shapes_init_and_unchanged_model():
 
 
 def test_add_lora_is_deterministic_and_targets_can_be_chosen():
-    a, b = GPT(tiny(), seed=0), GPT(tiny(), seed=0)
+    a, b = FinetuneGPT(tiny(), seed=0), FinetuneGPT(tiny(), seed=0)
     a.add_lora(rank=2, targets=("attn.c_attn",), seed=7)
     b.add_lora(rank=2, targets="attn.c_attn", seed=7)
     assert sorted(a.lora) == sorted(b.lora) == ["h.0.attn.c_attn", "h.1.attn.c_attn"]
     for k in a.trainable:
         np.testing.assert_array_equal(a.params[k], b.params[k])
-    c = GPT(tiny(), seed=0)
+    c = FinetuneGPT(tiny(), seed=0)
     c.add_lora(rank=2, targets=("attn.c_attn",), seed=8)
     assert not np.array_equal(a.params["h.0.attn.c_attn.lora_A"],
                               c.params["h.0.attn.c_attn.lora_A"])
@@ -96,14 +97,14 @@ def test_add_lora_is_deterministic_and_targets_can_be_chosen():
     ({"targets": ()}, "unknown LoRA targets"),
 ])
 def test_add_lora_errors(kwargs, match):
-    model = GPT(tiny(), seed=0)
+    model = FinetuneGPT(tiny(), seed=0)
     with pytest.raises(ConfigError, match=match):
         model.add_lora(**kwargs)
     assert not model.lora and not any(".lora_" in k for k in model.params)
 
 
 def test_adding_twice_and_merging_without_adapters_are_errors():
-    model = GPT(tiny(), seed=0)
+    model = FinetuneGPT(tiny(), seed=0)
     with pytest.raises(ConfigError, match="no LoRA adapters to merge"):
         model.merge_lora()
     model.add_lora(rank=2)
@@ -120,14 +121,14 @@ def test_adding_twice_and_merging_without_adapters_are_errors():
 def test_backward_returns_exactly_the_trainable_gradients():
     cfg = tiny(dropout=0.1)
     idx, targets = batch(cfg)
-    full = GPT(cfg, seed=0, dtype=np.float64)
+    full = FinetuneGPT(cfg, seed=0, dtype=np.float64)
     full.forward(idx, targets, rng=np.random.default_rng(0))
     all_grads = full.backward()
     assert list(all_grads) == list(full.params)
     # freezing without LoRA: the last block and ln_f; also the embeddings alone
     for names in [{k for k in full.params if k.startswith(("h.1.", "ln_f."))},
                   {"wte.weight"}, {"wpe.weight", "h.0.ln_1.bias"}]:
-        model = GPT(cfg, seed=0, dtype=np.float64)
+        model = FinetuneGPT(cfg, seed=0, dtype=np.float64)
         model.trainable = names
         model.forward(idx, targets, rng=np.random.default_rng(0))
         grads = model.backward()
@@ -144,17 +145,17 @@ def test_frozen_linear_maps_compute_no_weight_gradient(monkeypatch):
     idx, targets = batch(cfg)
     calls = []
     real = L.linear_backward
-    monkeypatch.setattr(L, "linear_backward",
+    monkeypatch.setattr(ops, "linear_backward",
                         lambda dout, cache, frozen=False: calls.append(frozen)
                         or real(dout, cache, frozen))
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     model.trainable = {k for k in model.params if k.startswith("h.1.mlp.")}
     model.forward(idx, targets)
     model.backward()
     # blocks 1 and 0 are walked down to block 1 only: 4 linear maps, 2 of them trainable
     assert sorted(calls) == [False, False, True, True]
     calls.clear()
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     model.add_lora(rank=2, targets=("attn.c_attn", "mlp.c_fc"))
     model.forward(idx, targets)
     model.backward()
@@ -164,7 +165,7 @@ def test_frozen_linear_maps_compute_no_weight_gradient(monkeypatch):
 
 
 def test_an_adapted_weight_cannot_be_trained_beside_its_adapter():
-    model = GPT(tiny(), seed=0)
+    model = FinetuneGPT(tiny(), seed=0)
     model.add_lora(rank=2, targets=("mlp.c_fc",))
     for name in ("h.0.mlp.c_fc.weight", "h.1.mlp.c_fc.bias"):
         with pytest.raises(ConfigError, match=f"{name} belongs to a linear map with a LoRA"):
@@ -173,7 +174,7 @@ def test_an_adapted_weight_cannot_be_trained_beside_its_adapter():
 
 
 def test_trainable_validation():
-    model = GPT(tiny(), seed=0)
+    model = FinetuneGPT(tiny(), seed=0)
     for bad, match in [({"h.0.attn.c_attn.weight", "h.9.mlp.c_fc.weight"}, "unknown parameter"),
                        ("wte.weight", "must be a set"), (set(), "is empty"), (3, "must be a set")]:
         with pytest.raises(ConfigError, match=match):
@@ -186,7 +187,7 @@ def test_trainable_validation():
 @pytest.mark.parametrize("frozen_body", [False, True])
 def test_whole_model_gradient_check_with_adapters_on_a_padded_batch(frozen_body):
     cfg = tiny(vocab_size=7, block_size=5, dropout=0.2)
-    model = GPT(cfg, seed=0, dtype=np.float64)
+    model = FinetuneGPT(cfg, seed=0, dtype=np.float64)
     rng = np.random.default_rng(0)
     for p in model.params.values():
         p[...] = rng.standard_normal(p.shape) * (0.5 if p.ndim == 1 else 0.3)
@@ -204,7 +205,7 @@ def test_whole_model_gradient_check_with_adapters_on_a_padded_batch(frozen_body)
 
 def test_adamw_steps_only_the_adapters_and_the_loss_goes_down():
     cfg = tiny()
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     idx, targets = batch(cfg, B=4, T=8)
     base = {k: v.copy() for k, v in model.params.items()}
     model.add_lora(rank=4, alpha=8)
@@ -228,12 +229,12 @@ def test_adamw_steps_only_the_adapters_and_the_loss_goes_down():
 
 def test_merge_leaves_the_logits_unchanged():
     cfg = tiny()
-    model = GPT(cfg, seed=0, dtype=np.float64)
+    model = FinetuneGPT(cfg, seed=0, dtype=np.float64)
     model.add_lora(rank=3, alpha=5)
     trained_adapters(model, scale=1.0)
     idx, _ = batch(cfg)
     before, _ = model.forward(idx)
-    adapted = model.forward(idx)[0] - GPT(cfg, seed=0, dtype=np.float64).forward(idx)[0]
+    adapted = model.forward(idx)[0] - FinetuneGPT(cfg, seed=0, dtype=np.float64).forward(idx)[0]
     assert np.abs(adapted).max() > 1e-3  # the adapters do change the model
     model.merge_lora()
     after, _ = model.forward(idx)
@@ -249,7 +250,7 @@ def test_merge_leaves_the_logits_unchanged():
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_generate_with_adapters_equals_generate_after_merging(use_cache):
     cfg = tiny(block_size=6)
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     model.add_lora(rank=2, alpha=4)
     trained_adapters(model, scale=2.0)
     prompt = np.array([[1, 2, 3], [4, 4, 0]])
@@ -258,14 +259,14 @@ def test_generate_with_adapters_equals_generate_after_merging(use_cache):
     merged.merge_lora()
     np.testing.assert_array_equal(merged.generate(prompt, 10, temperature=0,
                                                   use_cache=use_cache), adapted)
-    plain = GPT(cfg, seed=0).generate(prompt, 10, temperature=0)
+    plain = FinetuneGPT(cfg, seed=0).generate(prompt, 10, temperature=0)
     assert not np.array_equal(plain, adapted)  # the adapters made a difference
 
 
 def test_save_pretrained_refuses_unmerged_adapters_and_the_merged_model_loads(tmp_path):
     pytest.importorskip("safetensors.numpy")
     cfg = tiny()
-    model = GPT(cfg, seed=0)
+    model = FinetuneGPT(cfg, seed=0)
     model.add_lora(rank=2)
     trained_adapters(model)
     with pytest.raises(ValueError, match="merge_lora"):

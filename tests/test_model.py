@@ -9,7 +9,7 @@ from numpygpt import GPT, AdamW, GPTConfig, clip_grad_norm
 from numpygpt import layers as L
 from numpygpt.errors import ConfigError
 from numpygpt.gradcheck import model_cases, run_model_checks
-from numpygpt.models.gpt import sample_next
+from numpygpt.models.sampling import sample_next
 
 MODEL_GRAD_THRESHOLD = 1e-6  # every parameter of the whole model, float64
 
@@ -276,11 +276,22 @@ def test_cached_attention_equals_full_attention_on_the_new_positions():
     w = (rng.standard_normal((C, 3 * C)), rng.standard_normal(3 * C),
          rng.standard_normal((C, C)), rng.standard_normal(C))
     x = rng.standard_normal((B, T, C))
-    full, _ = L.attention_forward(x, *w, nh)
-    first, past = L.attention_cached_forward(x[:, :4], *w, nh)
-    rest, (k, v) = L.attention_cached_forward(x[:, 4:], *w, nh, past)
+    qkv = x @ w[0] + w[1]  # (B, T, 3C)
+    full, _ = L.attention_core_forward(qkv, nh)
+    first, past = L.attention_core_cached(qkv[:, :4], nh)
+    rest, (k, v) = L.attention_core_cached(qkv[:, 4:], nh, past)
     np.testing.assert_allclose(np.concatenate([first, rest], axis=1), full, atol=1e-12)
     assert k.shape == v.shape == (B, nh, T, C // nh)
+
+
+def test_the_cached_forward_gives_the_full_forwards_last_logits():
+    model = GPT(tiny(), seed=2, dtype=np.float64)
+    idx = np.random.default_rng(4).integers(0, model.config.vocab_size, (2, 7))
+    full, _ = model.forward(idx)
+    _, past = model.forward_cached(idx[:, :4])
+    for t in range(4, 7):  # one new token at a time, each against the cache of the ones before
+        last, past = model.forward_cached(idx[:, t:t + 1], past)
+        np.testing.assert_allclose(last, full[:, t], atol=1e-12)
 
 
 def test_attention_probs_of_the_last_forward():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from numpygpt import SGD, AdamW, clip_grad_norm, cosine_lr
-from numpygpt.training.optim import adamw_reference_step, decays
+from numpygpt.kernels import fast, kernels, ops
+from numpygpt.layers.adamw import adamw_update, decays
 
 
 def test_adamw_matches_hand_computation():
@@ -46,28 +47,38 @@ def test_adamw_matches_hand_computation():
     assert opt.t == 3
 
 
+@pytest.mark.parametrize("which", ["fast", "plain"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_adamw_step_equals_the_plain_reference(dtype, rtol):
-    # AdamW.step (in place, one scratch buffer) against adamw_reference_step (the textbook
-    # lines), over several steps with a changing lr: equal up to float rounding.
+def test_adamw_step_equals_the_plain_update(dtype, rtol, which):
+    # AdamW.step (by default the fast kernel: in place, one scratch buffer) against
+    # layers.adamw_update (the textbook lines, on copies), over several steps with a changing
+    # lr: equal up to float rounding.
     rng = np.random.default_rng(3)
     shapes = {"w": (4, 3), "b": (3,), "wte": (5, 4)}
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
     ref = {k: (p.copy(), np.zeros_like(p), np.zeros_like(p)) for k, p in params.items()}
     betas, eps, wd = (0.9, 0.95), 1e-8, 0.1
     opt = AdamW(params, lr=0.01, betas=betas, eps=eps, weight_decay=wd)
+    with kernels(which):
+        assert opt_update_is(which)
     for t in range(1, 8):
         lr = 0.01 * (1 - t / 10)
         opt.lr = lr
         grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-        opt.step({k: g.copy() for k, g in grads.items()})
+        with kernels(which):
+            opt.step({k: g.copy() for k, g in grads.items()})
         for k, (p, m, v) in ref.items():
-            ref[k] = p, m, v = adamw_reference_step(p, grads[k], m, v, t, lr, betas, eps, wd)
+            adamw_update(p, grads[k], m, v, t, lr, betas, eps, wd)  # in place, the copies
             assert p.dtype == dtype
             np.testing.assert_allclose(params[k], p, rtol=rtol, err_msg=f"{k} at step {t}")
             np.testing.assert_allclose(opt.m[k], m, rtol=rtol, err_msg=f"m/{k} at step {t}")
             np.testing.assert_allclose(opt.v[k], v, rtol=rtol, err_msg=f"v/{k} at step {t}")
     assert [k for k, p in params.items() if decays(p)] == ["w", "wte"]
+
+
+def opt_update_is(which):
+    """The optimizer's update is the table's: the fast twin, or layers.adamw_update."""
+    return ops.adamw_update is (fast.adamw_update if which == "fast" else adamw_update)
 
 
 def test_adamw_first_step_is_lr_sized():

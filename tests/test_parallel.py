@@ -24,7 +24,8 @@ import numpygpt.training.parallel as par
 from numpygpt.errors import ConfigError, UserError
 from numpygpt.io.checkpoint import load_checkpoint
 from numpygpt.models.gpt import GPT, GPTConfig
-from numpygpt.training.train import RUN_FILES, TrainConfig, train
+from numpygpt.training.run import RUN_FILES
+from numpygpt.training.train import TrainConfig, train
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n"
@@ -386,7 +387,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(folder):
 
 
 def test_ring_allreduce_bytes_by_hand():
-    from numpygpt.bench.bench import ring_allreduce_bytes
+    from numpygpt.bench import ring_allreduce_bytes
 
     assert ring_allreduce_bytes(1000, 1) == 0  # alone: nothing to send
     assert ring_allreduce_bytes(1000, 2) == 4000  # half out, the other half's sum back
@@ -405,7 +406,7 @@ def test_bench_ddp_batch_not_divisible_is_one_line(capsys):
 
 @needs_mpi
 def test_bench_ddp_measures_one_and_two_processes():
-    from numpygpt.bench.bench import bench_ddp, format_ddp
+    from numpygpt.bench import bench_ddp, format_ddp
 
     res = bench_ddp(2, "baby", rounds=1, steps=1)
     assert [(r["ranks"], r["threads"]) for r in res["runs"]] == [

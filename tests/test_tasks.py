@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
+from numpygpt.data import CharTokenizer, numpy_docs_text
 from numpygpt.data.bpe import BPETokenizer
-from numpygpt.data.corpora import CharTokenizer, numpy_docs_text
 from numpygpt.errors import UserError
 from numpygpt.finetune import tasks as K
 from numpygpt.finetune.tasks import TEMPLATES, TaskError

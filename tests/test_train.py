@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpygpt.data.corpora import CharTokenizer, get_batch
+from numpygpt.data import CharTokenizer, get_batch
 from numpygpt.io.checkpoint import load_checkpoint
 from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
 from numpygpt.training.train import TrainConfig, TrainingError, train
 
 train_mod = importlib.import_module("numpygpt.training.train")
+loop_mod = importlib.import_module("numpygpt.training.loop")
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
         "pack my box with five dozen liquor jugs.\n"
@@ -234,7 +235,9 @@ def test_grad_accum_through_train(tmp_path, monkeypatch):
     data = write_data(tmp_path)
     # Evaluation is not under test here; skipping it keeps the window stream for training.
     monkeypatch.setattr(train_mod, "estimate_loss", lambda *a: 1.0)
-    monkeypatch.setattr(train_mod, "time", fake_clock())
+    clock = fake_clock()
+    monkeypatch.setattr(train_mod, "time", clock)
+    monkeypatch.setattr(loop_mod, "time", clock)
     results, calls = {}, {}
     for accum, batch in [(2, 4), (1, 8)]:
         windows = FixedWindows()

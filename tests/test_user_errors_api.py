@@ -10,10 +10,12 @@ import pytest
 
 from numpygpt import GPT, SGD, AdamW, GPTConfig, TrainConfig, clip_grad_norm
 from numpygpt.course.notebooks import CourseError
-from numpygpt.data.corpora import DataError, read_text_file
+from numpygpt.data import DataError
+from numpygpt.data.corpora import read_text_file
 from numpygpt.errors import ConfigError, UserError
 from numpygpt.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpygpt.models.gpt import check_sampling, param_count
+from numpygpt.models.gpt import param_count
+from numpygpt.models.sampling import check_sampling
 from numpygpt.training.train import TrainingError, estimate_memory, train
 
 NAN, INF = float("nan"), float("inf")
@@ -299,12 +301,12 @@ def test_train_never_saves_an_inf_optimizer_state(cfg, monkeypatch):
 
 
 def test_train_reports_a_full_disk_in_one_line(cfg, monkeypatch):
-    import numpygpt.training.train as train_mod
+    import numpygpt.training.run as run_mod
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", full)
+    monkeypatch.setattr(run_mod, "save_checkpoint", full)
     with pytest.raises(TrainingError, match="No space left on device"):
         train(cfg, progress=False)
 
@@ -312,7 +314,7 @@ def test_train_reports_a_full_disk_in_one_line(cfg, monkeypatch):
 @pytest.mark.parametrize("kwargs", [{"threads": 0}, {"threads": -2}, {"rounds": 0},
                                     {"steps": 1.5}])
 def test_bench_training_checks_its_arguments_first(kwargs, monkeypatch):
-    import numpygpt.bench.bench as bench
+    import numpygpt.bench.step as bench
 
     monkeypatch.setattr(bench, "numpy_step_fn", lambda *a: pytest.fail("the benchmark ran"))
     with pytest.raises(ConfigError):

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from clirun import run
 
-import numpygpt.layers
+import numpygpt.kernels
 from numpygpt.cli import main
-from numpygpt.data.corpora import DataError
+from numpygpt.data import DataError
 from numpygpt.io.checkpoint import load_checkpoint, save_checkpoint
 
 TEXT = ("the quick brown fox jumps over the lazy dog.\n"
@@ -94,7 +94,8 @@ def broken_layernorm_backward(dout, cache):
 def test_a_learners_broken_backward_shows_its_traceback(fresh, tmp_path, monkeypatch, capsys):
     """The bug is in code, not in the user's input: main() lets it through with its traceback
     (Python prints it, exit code 1), instead of 'error: operands could not be broadcast'."""
-    monkeypatch.setattr(numpygpt.layers, "layernorm_backward", broken_layernorm_backward)
+    # the models call the layers through numpygpt.kernels' table
+    monkeypatch.setattr(numpygpt.kernels.ops, "layernorm_backward", broken_layernorm_backward)
     _, data = fresh
     with pytest.raises(ValueError) as info:
         main(["train", *FAST, "--data", str(data), "--out", str(tmp_path / "new"),
@@ -109,7 +110,7 @@ def test_sample_lets_a_bug_in_a_tokenizer_through(where, fresh, monkeypatch, cap
     """sample turns only the user's mistakes into one line (a prompt character the vocabulary
     lacks, a checkpoint whose tokenizer does not fit); a ValueError from broken tokenizer
     code is a bug and keeps its traceback."""
-    from numpygpt.data.corpora import CharTokenizer
+    from numpygpt.data import CharTokenizer
 
     def broken(*args, **kwargs):
         raise ValueError("a bug in the tokenizer")
@@ -461,7 +462,7 @@ def test_data_beyond_the_size_limit_is_refused_before_reading(tmp_path, capsys):
 ], ids=["threads-0", "threads-negative", "rounds-0", "steps-0", "json-no-folder",
         "json-folder"])
 def test_bench_flags_are_refused_before_the_benchmark(flags, needles, monkeypatch, capsys):
-    import numpygpt.bench.bench as bench
+    import numpygpt.bench as bench
 
     def never(*args, **kwargs):
         raise AssertionError("the benchmark ran before the flags were checked")

@@ -136,7 +136,7 @@ def course_recipe(fast=None):
 
 def course_model_dir(fast=None):
     """Where the course model is cached: default_cache_dir()/course/<fast|full>."""
-    from ..data.corpora import default_cache_dir
+    from ..io.files import default_cache_dir
     from .exercises import fast_mode
 
     fast = fast_mode() if fast is None else fast
@@ -161,7 +161,7 @@ def _load_course_model(folder, recipe, data_sha256):
 
     import numpy as np
 
-    from ..data.corpora import tokenizer_from_dict
+    from ..data import tokenizer_for_model
     from ..io.checkpoint import CheckpointError, load_checkpoint
     from ..models.gpt import GPT, GPTConfig
 
@@ -191,8 +191,8 @@ def _load_course_model(folder, recipe, data_sha256):
         raise CourseError("it was trained on another version of the corpus (another NumPy?)")
     try:
         ckpt = load_checkpoint(folder)
-        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
         config = GPTConfig.from_dict(ckpt.config["model"])
+        tokenizer = tokenizer_for_model(ckpt.tokenizer, config.vocab_size, f"'{folder}'")
         if config != recipe.model_config(tokenizer.vocab_size):
             raise CourseError(f"its model ({config}) is not the recipe's")
         if ckpt.train_state.get("step") != recipe.max_iters:

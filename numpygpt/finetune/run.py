@@ -3,7 +3,7 @@
 Two tasks (the data and the prompt template live in numpygpt.finetune.tasks):
 
 - classify: text -> one of K labels (topic detection, sentiment). A head (C -> K) reads the
-  hidden state of each sequence's last real token (GPT.add_classifier / GPT.classify); the
+  hidden state of each sequence's last real token (FinetuneGPT.add_classifier / classify); the
   loss is the cross-entropy of the label. Reported: accuracy, the confusion matrix, and the
   majority-class baseline (always answer the most common training label).
 - instruct: instruction (+ input) -> response (question answering, summarisation). The
@@ -17,42 +17,43 @@ blocks, or the whole body so only the classification head learns), or LoRA adapt
 (--lora-rank: the base weights frozen, low-rank updates A @ B trained; see layers/lora.py).
 AdamW steps exactly model.trainable_params().
 
-A run is a folder like train's: ckpt.npz (model, adapters, head, optimizer state, RNG
-states: an exact --resume), log.jsonl, metrics.json. load_finetuned(folder) gives the model
-back; `python -m numpygpt sample --ckpt FOLDER --prompt "..."` answers an instruction.
+The model is a FinetuneGPT (model.py): the GPT, extended with what trains, the adapters and
+the head. The run is train's: the same loop (training/loop.py) and the same run folder
+(training/run.py: ckpt.npz with the model, adapters, head, optimizer state and RNG states for
+an exact --resume, log.jsonl, metrics.json). load_finetuned(folder) gives the model back;
+`python -m numpygpt sample --ckpt FOLDER --prompt "..."` answers an instruction.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ..data.corpora import tokenizer_from_dict
+from ..data import load_gpt2_tokenizer, tokenizer_for_model
 from ..errors import ConfigError, UserError, check_int, check_real
+from ..io import hf_gpt2, hub
 from ..io.checkpoint import CheckpointError, load_checkpoint, validate_params
-from ..io.files import atomic_write_json, quote
-from ..models.gpt import GPT, LORA_TARGETS, GPTConfig, param_shapes
-from ..training.optim import AdamW, clip_grad_norm, cosine_lr
-from ..training.train import (
-    TrainingError,
-    _check_rng_state,
-    _progress_bar,
-    _read_history,
-    _StopFlag,
-    _write_log,
+from ..io.files import quote
+from ..models.gpt import GPT, GPTConfig, param_shapes
+from ..models.registry import checkpoint_arch
+from ..training.loop import run_loop
+from ..training.optim import AdamW, cosine_lr
+from ..training.run import (
     check_out_folder,
-    save_run,
-    write_in_run,
+    model_from_checkpoint,
+    prepare_out_folder,
+    read_history,
+    restore_state,
+    resume_state,
 )
 from . import tasks
+from .model import HEAD, LORA_TARGETS, FinetuneGPT
 
 TASKS = ("classify", "instruct")
 DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa"}
-HEAD = ("score.weight", "score.bias")  # the classification head's parameters
 BPE_WINDOW_CHARS = 400  # numpy-topics windows for a BPE model (~100 GPT-2 tokens)
 # Settings a resumed run may change: how long it runs and what it reports. The others define
 # the run (the data, the model, what trains, the optimizer) and must stay.
@@ -177,11 +178,9 @@ def load_base(ckpt, dropout=0.0):
     ckpt: a numpygpt checkpoint folder (e.g. the default `train` run's ./out), a GPT-2 folder
     in Hugging Face format, or a GPT-2 name (gpt2, gpt2-medium, ...; downloaded once). A
     fine-tuned instruct run works too (its adapters merged); a classifier does not."""
-    from ..io.hf_gpt2 import from_pretrained, gpt2_name, load_tokenizer, looks_like_gpt2_folder
-
-    if looks_like_gpt2_folder(ckpt) or (gpt2_name(ckpt) and not Path(ckpt).exists()):
-        model = from_pretrained(ckpt)
-        tokenizer = load_tokenizer(ckpt)
+    if hf_gpt2.looks_like_gpt2_folder(ckpt) or (hub.gpt2_name(ckpt) and not Path(ckpt).exists()):
+        model = GPT.from_pretrained(ckpt)
+        tokenizer = load_gpt2_tokenizer(ckpt)
         if tokenizer is None:
             raise CheckpointError(f"'{ckpt}' has no vocab.json and merges.txt (the tokenizer)")
         what = f"GPT-2 '{ckpt}'"
@@ -196,16 +195,10 @@ def load_base(ckpt, dropout=0.0):
                 model.merge_lora()
             what = f"fine-tuned run '{ckpt}'"
         else:
-            from ..models.registry import checkpoint_arch
-
             if checkpoint_arch(saved.config, f"checkpoint '{ckpt}'") != "gpt":
                 raise CheckpointError(f"checkpoint '{ckpt}' holds a Llama model: fine-tuning "
                                       f"(its classifier head, LoRA) is built for GPT models")
-            try:
-                model = GPT(GPTConfig.from_dict(saved.config.get("model")), params=saved.params)
-                tokenizer = tokenizer_from_dict(saved.tokenizer)
-            except UserError as e:
-                raise CheckpointError(f"checkpoint '{ckpt}' is not usable: {e}") from None
+            model, tokenizer = model_from_checkpoint(saved, ckpt)
             what = f"checkpoint '{ckpt}'"
     if dropout != model.config.dropout:  # dropout is a training setting, not the model's
         cfg = GPTConfig(**{**model.config.to_dict(), "dropout": dropout})
@@ -240,7 +233,8 @@ def _set_trainable(model, cfg):
 
 
 def _build_model(base_params, mcfg, cfg, n_classes, seed):
-    model = GPT(mcfg, seed=seed, params=base_params)
+    """The FinetuneGPT of a run: the base weights, the head, what trains."""
+    model = FinetuneGPT(mcfg, seed=seed, params=base_params)
     if cfg.task == "classify":
         model.add_classifier(n_classes, seed=seed)
     _set_trainable(model, cfg)
@@ -442,126 +436,56 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
         validate_params(saved.params, expected, what=f"checkpoint in {where}")
         for k, v in saved.params.items():
             model.params[k][...] = v
-        step, data_state, model_state = _resume_state(saved, cfg, where)
-        try:
-            opt.load_state_dict(saved.optimizer)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint in {where} does not fit: {e}") from None
-        data_rng.bit_generator.state = data_state
-        model.rng.bit_generator.state = model_state
+        step, *rng_states = resume_state(saved, cfg.max_iters, where, "finetune")
+        restore_state(saved, opt, model, data_rng, rng_states, where)
         log_path = out / "log.jsonl"
-        history = _read_history(log_path, step) if log_path.exists() else []
+        history = read_history(log_path, step) if log_path.exists() else []
     info = _run_info(cfg, mcfg, td, model)
+    prepare_out_folder(out, resume, history)
 
     # fixed examples for the train-loss estimate (at most 256), every evaluation the same
     n_train, n_val = len(td.train), len(td.val)
     probe = np.random.default_rng([cfg.seed, 2]).permutation(n_train)[:256]
+    B = min(cfg.batch_size, n_train)
+    last = {"preds": None}  # the predictions of the last evaluation (classify)
 
-    def write(what, fn, *args):
-        return write_in_run(out, what, fn, *args)
-
-    def save(step_now):
-        bad = save_run(out, {"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
-                             "base": base_what}, tokenizer, model, opt, step_now, data_rng)
-        if bad is not None:
-            raise TrainingError(f"{bad} became non-finite at step {step_now}; stopped without "
-                                f"saving. The last good checkpoint is in {where}. Try a lower "
-                                f"--lr")
-
-    def log(row):
-        history.append(row)
-        if callback is not None:
-            callback(row)
+    def batch_grads():
+        chosen = data_rng.choice(n_train, size=B, replace=False)
+        if cfg.task == "classify":
+            idx, lengths, y = tasks.classification_batch(td.train, td.train_labels, chosen)
+            _, loss = model.classify(idx, lengths, y)
+        else:
+            idx, targets = tasks.instruction_batch(td.train, chosen)
+            _, loss = model.forward(idx, targets)
+        return loss, model.backward()
 
     def evaluate(step_now):
         train_loss, _ = _loss_on(model, td, "train", probe, cfg)
-        val_loss, preds = _loss_on(model, td, "val", np.arange(n_val), cfg)
+        val_loss, last["preds"] = _loss_on(model, td, "val", np.arange(n_val), cfg)
         row = {"step": step_now, "train_loss": train_loss, "val_loss": val_loss}
-        if preds is not None:
-            row["val_accuracy"] = float(np.mean(preds == td.val_labels))
-        for key in ("train_loss", "val_loss"):
-            if not math.isfinite(row[key]):
-                raise TrainingError(f"{key.replace('_', ' ')} became {row[key]} at step "
-                                    f"{step_now}; stopped without saving. Try a lower --lr")
-        log(row)
-        return row, preds
+        if last["preds"] is not None:
+            row["val_accuracy"] = float(np.mean(last["preds"] == td.val_labels))
+        return row
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the --out folder {where}: {e.strerror or e}") from None
-    log_path = out / "log.jsonl"
-    if resume:
-        write("log.jsonl", _write_log, log_path, history)
-    else:
-        for name in ("log.jsonl", "metrics.json"):
-            if (out / name).is_file():
-                write(name, (out / name).unlink)
-
-    evals = [r for r in history if "val_loss" in r]
-    last_eval = evals[-1] if evals else None
-    preds = None
-    loss = float("nan")
-    train_time, interrupted = 0.0, False
-    B = min(cfg.batch_size, n_train)
-    with _StopFlag() as flag:
-        bar = _progress_bar(cfg.max_iters, step, progress)
-        try:
-            while step < cfg.max_iters:
-                if flag.stop:
-                    interrupted = True
-                    break
-                if step % cfg.eval_interval == 0 and (last_eval is None
-                                                      or last_eval["step"] != step):
-                    last_eval, preds = evaluate(step)
-                    save(step)
-                    write("log.jsonl", _write_log, log_path, history)
-                t0 = time.perf_counter()
-                opt.lr = cfg.lr_at(step, peak_lr)
-                chosen = data_rng.choice(n_train, size=B, replace=False)
-                if cfg.task == "classify":
-                    idx, lengths, y = tasks.classification_batch(td.train, td.train_labels,
-                                                                 chosen)
-                    _, loss = model.classify(idx, lengths, y)
-                else:
-                    idx, targets = tasks.instruction_batch(td.train, chosen)
-                    _, loss = model.forward(idx, targets)
-                if not math.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss} at step {step}; stopped "
-                                        f"without saving. Try a lower --lr")
-                grads = model.backward()
-                norm = clip_grad_norm(grads, cfg.grad_clip) if cfg.grad_clip > 0 else None
-                opt.step(grads)
-                step += 1
-                train_time += time.perf_counter() - t0
-                if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                    log({"step": step, "loss": loss, "lr": opt.lr, "grad_norm": norm})
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{opt.lr:.1e}", refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-
-        if last_eval is None or last_eval["step"] != step or preds is None:
-            last_eval, preds = evaluate(step)
-        save(step)
-        write("log.jsonl", _write_log, log_path, history)
-        first = next(r for r in history if "val_loss" in r)
-        metrics = {
-            "task": cfg.task, "data": cfg.data_name, "base": base_what, "step": step,
-            "train_loss": last_eval["train_loss"], "val_loss": last_eval["val_loss"],
+    def metrics(r):
+        first = next(row for row in history if "val_loss" in row)
+        m = {
+            "task": cfg.task, "data": cfg.data_name, "base": base_what, "step": r.step,
+            "train_loss": r.last_eval["train_loss"], "val_loss": r.last_eval["val_loss"],
             "initial_val_loss": first["val_loss"] if first["step"] == 0 else None,
-            "last_batch_loss": loss, "n_train": n_train, "n_val": n_val,
+            "last_batch_loss": r.last_loss, "n_train": n_train, "n_val": n_val,
             "trainable_params": int(sum(p.size for p in model.trainable_params().values())),
             "total_params": model.num_params(), "lora_rank": cfg.lora_rank,
-            "freeze": cfg.freeze, "seconds_per_step": train_time / max(step, 1) if train_time
-            else None, "interrupted": interrupted or flag.stop,
+            "freeze": cfg.freeze, "seconds_per_step": r.train_seconds / max(r.step, 1)
+            if r.train_seconds else None, "interrupted": r.interrupted,
         }
         if cfg.task == "classify":
+            preds = last["preds"]
+            if preds is None:  # a resumed run whose last evaluation is in the log: again
+                preds = _loss_on(model, td, "val", np.arange(n_val), cfg)[1]
             counts = np.bincount(td.train_labels, minlength=n_classes)
             majority = int(np.argmax(counts))
-            metrics.update({
+            m.update({
                 "labels": list(td.data.labels),
                 "val_accuracy": float(np.mean(preds == td.val_labels)),
                 "baseline_accuracy": float(np.mean(td.val_labels == majority)),
@@ -571,11 +495,19 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
             exact, overlap, rows = evaluate_answers(
                 model, tokenizer, td.template, td.val_examples[:cfg.eval_generate],
                 cfg.max_new_tokens)
-            metrics.update({"template": td.template.name, "skipped_examples": td.skipped,
-                            "exact_match": exact, "char_overlap": overlap, "answers": rows})
-        metrics["wall_seconds"] = time.perf_counter() - t_start
-        write("metrics.json", atomic_write_json, out / "metrics.json", metrics)
-    return FinetuneResult(model, tokenizer, metrics, history)
+            m.update({"template": td.template.name, "skipped_examples": td.skipped,
+                      "exact_match": exact, "char_overlap": overlap, "answers": rows})
+        m["wall_seconds"] = time.perf_counter() - t_start
+        return m
+
+    run_metrics = run_loop(
+        cfg, model=model, opt=opt, out=out, step=step, history=history,
+        lr_at=lambda it: cfg.lr_at(it, peak_lr),
+        checkpoint_config={"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
+                           "base": base_what},
+        tokenizer=tokenizer, data_rng=data_rng, batch_grads=batch_grads, evaluate=evaluate,
+        metrics=metrics, progress=progress, callback=callback, command="numpygpt finetune")
+    return FinetuneResult(model, tokenizer, run_metrics, history)
 
 
 def _check_resume_config(saved, cfg, where):
@@ -611,22 +543,6 @@ def resume_config(out, **given):
             from None
 
 
-def _resume_state(ckpt, cfg, where):
-    state = ckpt.train_state
-    step = state.get("step")
-    if type(step) is not int or step < 0 or ckpt.optimizer is None:
-        raise CheckpointError(f"checkpoint in {where} has no usable training state")
-    if step > cfg.max_iters:
-        raise ConfigError(f"the run in {where} is at step {step}, beyond --max-iters "
-                          f"{cfg.max_iters}; give --max-iters {step} or more")
-    if ckpt.optimizer["hyper"].get("t") != step:
-        raise CheckpointError(f"checkpoint in {where}: the optimizer's step count differs "
-                              f"from the run's step {step}")
-    rng = np.random.default_rng(0)
-    return (step, _check_rng_state(state.get("data_rng"), rng, "data_rng", where),
-            _check_rng_state(state.get("model_rng"), rng, "model_rng", where))
-
-
 # --- using a fine-tuned run ---------------------------------------------------------------
 
 
@@ -641,7 +557,7 @@ def from_checkpoint(ckpt, where):
                               f"valid: {e}") from None
     try:
         mcfg = GPTConfig.from_dict(ckpt.config.get("model"))
-        tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+        tokenizer = tokenizer_for_model(ckpt.tokenizer, mcfg.vocab_size, f"checkpoint '{where}'")
         if not isinstance(info, dict) or info.get("task") not in TASKS:
             raise ConfigError("its task description is missing")
         labels = info.get("labels") or []

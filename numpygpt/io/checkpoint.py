@@ -21,15 +21,14 @@ reads them.
 Reading trusts nothing in the file, and checks it before it costs memory or time:
 - only a regular file is read (not a FIFO or a device), and a folder's ckpt.npz must not be a
   symbolic link that leaves the folder;
-- the zip directory first: how many entries it declares, no name twice, no two entries
-  sharing bytes, every entry's declared size consistent with its bytes on disk;
-- then each entry's .npy header (shape and dtype): the size it declares must be the entry's
-  size, and params and optimizer slots must be float16/32/64 (int, bool, complex, datetime,
-  structured and object arrays are refused: object arrays would need pickle, which is never
-  run); all of this before any array is allocated or any data decompressed;
-- then the data (the zip's CRC catches flipped bytes), the metadata's types, the tokenizer's
-  vocabulary against the model's vocab_size, and that every weight is finite.
-Every failure becomes a CheckpointError with a one-line message naming the file.
+- the archive is read by io/npz.py, which checks the zip directory and every entry's headers
+  before any array is allocated; this module adds its own rule: only meta.json, param/<name>
+  and optim/<slot>/<name> entries, params and optimizer slots in float16/32/64;
+- then the metadata's types, n_layer against the parameters, and that every weight is
+  finite.
+Every failure becomes a CheckpointError with a one-line message naming the file. The format
+knows no model: checking the parameters against one is validate_params's job, called by the
+model that loads them.
 """
 
 from __future__ import annotations
@@ -37,17 +36,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
-import zipfile
-import zlib
-from collections import Counter
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from ..data.tokenizer_base import vocab_mismatch
 from ..errors import UserError
 from .files import (
     MAX_TOKENIZER_BYTES,
@@ -57,15 +50,13 @@ from .files import (
     open_regular,
     parse_json,
 )
+from .npz import read_npz
 
 CKPT_NAME = "ckpt.npz"
 FORMAT = "numpygpt-checkpoint"
 VERSION = 1
 META_KEY = "meta.json"
-_ZIP_MAGIC = b"PK\x03\x04"  # every .npz is a zip archive and starts with a local file header
 MAX_META_BYTES = MAX_TOKENIZER_BYTES  # meta.json holds the tokenizer
-MAX_ENTRIES = 100_000  # GPT-2 XL with AdamW's two slots has 1,735 entries
-MAX_EXPANSION = 100  # a compressed entry above 1 MiB may expand at most this much
 FLOAT_DTYPES = ("float16", "float32", "float64")  # for params and optimizer slots
 
 
@@ -205,187 +196,37 @@ def save_checkpoint(out_dir, *, config, tokenizer, params, optimizer=None, train
 # --- loading ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Entry:
-    """One array of the archive, as its zip and .npy headers declare it (nothing read yet)."""
+def _check_kind(where):
+    """The checkpoint's rule for read_npz: which entries it may hold, with which dtypes."""
 
-    info: zipfile.ZipInfo
-    key: str  # the entry's name without ".npy", e.g. "param/wte.weight"
-    header_len: int  # bytes of .npy header before the data
-    shape: tuple
-    dtype: np.dtype
-    fortran_order: bool
+    def check(key, shape, dtype):
+        if key == META_KEY:
+            if dtype != np.uint8 or len(shape) != 1:
+                raise CheckpointError(f"{where}: {META_KEY} must be a 1-D uint8 array, got "
+                                      f"{dtype} of shape {shape}")
+            if math.prod(shape) > MAX_META_BYTES:
+                raise CheckpointError(f"{where}: {META_KEY} is {human_bytes(math.prod(shape))}, "
+                                      f"more than the {human_bytes(MAX_META_BYTES)} numpygpt "
+                                      "reads")
+            return
+        kind, _, rest = key.partition("/")
+        slot, _, name = rest.partition("/")
+        if not ((kind == "param" and rest) or (kind == "optim" and slot and name)):
+            raise CheckpointError(f"{where}: unexpected entry {key!r}")
+        if dtype.kind != "f" or dtype.name not in FLOAT_DTYPES:
+            what = "parameter" if kind == "param" else "optimizer slot"
+            raise CheckpointError(f"{where}: {what} {key!r} has dtype {str(dtype):.60}; "
+                                  f"parameters and optimizer slots must be "
+                                  f"{', '.join(FLOAT_DTYPES)}")
 
-    @property
-    def nbytes(self):
-        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
-
-
-def _kind(key):
-    """'meta', 'param' or 'optim' for the entries a checkpoint may hold, else None."""
-    if key == META_KEY:
-        return "meta"
-    kind, _, rest = key.partition("/")
-    if kind == "param" and rest:
-        return kind
-    slot, _, name = rest.partition("/")
-    return kind if kind == "optim" and slot and name else None
-
-
-def _end_record(f, size):
-    """(entries, directory bytes) as the zip's end record declares them, or None if it has
-    none (zipfile then reports the damage). Read before zipfile builds its directory, so that
-    a file declaring millions of entries is refused before it costs memory."""
-    tail_len = min(size, 22 + 0xFFFF)  # the 22-byte end record, then a comment of <= 64 KiB
-    f.seek(size - tail_len)
-    tail = f.read(tail_len)
-    i = tail.rfind(b"PK\x05\x06")
-    if i < 0 or len(tail) - i < 22:
-        return None
-    entries, dir_size = struct.unpack("<HL", tail[i + 10:i + 16])
-    zip64 = i >= 20 and tail[i - 20:i - 16] == b"PK\x06\x07"
-    if (entries == 0xFFFF or dir_size == 0xFFFFFFFF) and zip64:
-        # zip64 (over 65,535 entries or 4 GB): a locator just before the end record says
-        # where the zip64 end record, with the real counts, is
-        f.seek(struct.unpack("<Q", tail[i - 12:i - 4])[0])
-        record = f.read(56)
-        if len(record) == 56 and record[:4] == b"PK\x06\x06":
-            entries, dir_size = struct.unpack("<QQ", record[32:48])
-    return entries, dir_size
-
-
-def _npy_header(member):
-    """(shape, fortran_order, dtype, header length) of a .npy stream, or None if the stream
-    is not .npy. np.lib.format parses the header (a Python literal) without eval."""
-    magic = member.read(8)  # "\x93NUMPY", major, minor
-    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
-        return None
-    read_header = {1: np.lib.format.read_array_header_1_0,
-                   2: np.lib.format.read_array_header_2_0}.get(magic[6])
-    if read_header is None:
-        raise ValueError(f".npy format version {magic[6]}.{magic[7]} is not supported")
-    shape, fortran_order, dtype = read_header(member)
-    return shape, fortran_order, dtype, member.tell()
-
-
-def _check_entry(where, zf, info):
-    """Check one zip entry's declared sizes, then its .npy header. Returns an _Entry."""
-    name = info.filename
-    key = name.removesuffix(".npy")
-    kind = _kind(key)
-    if key == name:
-        raise CheckpointError(f"{where}: entry {name!r} is not a .npy array")
-    if kind is None:
-        raise CheckpointError(f"{where}: unexpected entry {key!r}")
-    if info.flag_bits & 0x1:
-        raise CheckpointError(f"{where}: entry {key!r} is encrypted")
-    if info.compress_type == zipfile.ZIP_STORED:
-        if info.compress_size != info.file_size:
-            raise CheckpointError(f"{where}: entry {key!r} declares {info.file_size:,} bytes but "
-                                  f"stores {info.compress_size:,}")
-    elif info.compress_type == zipfile.ZIP_DEFLATED:
-        if info.file_size > max(1 << 20, MAX_EXPANSION * info.compress_size):
-            raise CheckpointError(
-                f"{where}: entry {key!r} would expand from {human_bytes(info.compress_size)} to "
-                f"{human_bytes(info.file_size)}; numpygpt refuses compressed entries that "
-                f"expand more than {MAX_EXPANSION} times (its own are not compressed)")
-    else:
-        raise CheckpointError(f"{where}: entry {key!r} uses zip compression method "
-                              f"{info.compress_type}; numpygpt reads stored or deflated entries")
-
-    with zf.open(info) as member:
-        header = _npy_header(member)
-    if header is None:
-        raise CheckpointError(f"{where}: entry {key!r} is not a .npy array")
-    shape, fortran_order, dtype, header_len = header
-    e = _Entry(info, key, header_len, shape, dtype, fortran_order)
-    if dtype.hasobject:  # would be unpickled: never
-        raise CheckpointError(f"{where}: entry {key!r} contains pickled data; refusing to load it")
-    if kind == "meta":
-        if dtype != np.uint8 or len(shape) != 1:
-            raise CheckpointError(f"{where}: {META_KEY} must be a 1-D uint8 array, got {dtype} "
-                                  f"of shape {shape}")
-        if e.nbytes > MAX_META_BYTES:
-            raise CheckpointError(f"{where}: {META_KEY} is {human_bytes(e.nbytes)}, more than "
-                                  f"the {human_bytes(MAX_META_BYTES)} numpygpt reads")
-    elif dtype.kind != "f" or dtype.name not in FLOAT_DTYPES:
-        what = "parameter" if kind == "param" else "optimizer slot"
-        raise CheckpointError(f"{where}: {what} {key!r} has dtype {str(dtype):.60}; parameters "
-                              f"and optimizer slots must be {', '.join(FLOAT_DTYPES)}")
-    if any(d < 0 for d in shape):
-        raise CheckpointError(f"{where}: entry {key!r} declares the shape {shape}")
-    if header_len + e.nbytes != info.file_size:
-        raise CheckpointError(
-            f"{where}: entry {key!r} declares shape {shape} of {dtype} "
-            f"({human_bytes(e.nbytes)}) but holds {human_bytes(info.file_size - header_len)}")
-    return e
-
-
-def _read_entry(zf, e):
-    """The array of entry `e`, read in chunks straight into its memory."""
-    a = np.empty(math.prod(e.shape), dtype=e.dtype)
-    buf, pos = a.view(np.uint8), 0
-    with zf.open(e.info) as member:
-        member.read(e.header_len)
-        while pos < buf.size:  # the zip's CRC is checked as the last chunk arrives
-            chunk = member.read(min(1 << 24, buf.size - pos))
-            if not chunk:
-                raise EOFError(f"entry {e.key!r} ends early")
-            buf[pos:pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-            pos += len(chunk)
-    return a.reshape(e.shape[::-1]).T if e.fortran_order else a.reshape(e.shape)
+    return check
 
 
 def _read_arrays(path, f, keys=None):
-    """Every array of the .npz open as `f` (or only those named in `keys`), each checked (see
-    the module docstring) before any is read. Returns key -> ndarray, e.g.
-    "param/wte.weight" -> array."""
+    """Every array of the checkpoint open as `f` (or those in `keys`), through read_npz."""
     where = f"checkpoint '{path}'"
-    size = os.fstat(f.fileno()).st_size
-    head = f.read(len(_ZIP_MAGIC))
-    if not head:
-        raise CheckpointError(f"{where} is empty (0 bytes)")
-    if head != _ZIP_MAGIC:
-        # np.load would try pickle on such a file; say plainly what it is not.
-        raise CheckpointError(f"{where} is not an .npz archive")
-    try:
-        end = _end_record(f, size)
-        if end is not None and (end[0] > MAX_ENTRIES or end[1] > MAX_ENTRIES * 1024):
-            raise CheckpointError(f"{where} declares {end[0]:,} entries in a "
-                                  f"{human_bytes(end[1])} directory; a checkpoint holds at "
-                                  f"most {MAX_ENTRIES:,}")
-        f.seek(0)
-        with zipfile.ZipFile(f) as zf:
-            infos = zf.infolist()
-            twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
-            if twice:
-                raise CheckpointError(f"{where} holds {len(twice)} entry names twice, e.g. "
-                                      f"{twice[0]!r}; which one is meant is ambiguous")
-            spans = sorted((i.header_offset, i.header_offset + 30 + i.compress_size, i.filename)
-                           for i in infos)  # a local header is 30 bytes and more
-            for (_, end_a, a), (start_b, _, b) in pairwise(spans):
-                if end_a > start_b:  # the trick of zip bombs that reuse bytes
-                    raise CheckpointError(f"{where}: entries {a!r} and {b!r} overlap")
-            if spans and spans[-1][1] > size:
-                raise CheckpointError(f"{where} is truncated: entry {spans[-1][2]!r} ends past "
-                                      "the end of the file")
-            entries = [_check_entry(where, zf, i) for i in infos]
-            total = sum(e.nbytes for e in entries)
-            from ..models.gpt import machine_memory
-
-            ram = machine_memory()
-            if ram is not None and total > ram:
-                raise CheckpointError(f"{where} holds {human_bytes(total)} of arrays, more than "
-                                      f"this machine's {human_bytes(ram)} of RAM")
-            return {e.key: _read_entry(zf, e) for e in entries if keys is None or e.key in keys}
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError,
-            TypeError, SyntaxError, struct.error, NotImplementedError, RuntimeError) as e:
-        # zipfile, zlib and numpy's header parser report damage with many types
-        reason = " ".join(str(e).split())
-        raise CheckpointError(f"{where} is damaged or truncated ({type(e).__name__}: "
-                              f"{reason:.200})") from None
+    return read_npz(f, where, check=_check_kind(where), keys=keys, error=CheckpointError,
+                    what="a checkpoint")
 
 
 def _read_meta(path, arrays):
@@ -434,11 +275,11 @@ def _check_finite(path, arrays):
             "load_checkpoint(path, check_finite=False))")
 
 
-def _check_model(path, config, tokenizer, params):
+def _check_model(path, config, params):
     """When the checkpoint says which model it holds (config["model"], as numpygpt's training
-    writes), check what a lying file could make expensive or wrong later: n_layer against the
-    layers the parameters have (a claim of 10^6 layers would list 12 million names before any
-    shape is compared), and the tokenizer's vocabulary against vocab_size."""
+    writes), check n_layer against the layers the parameters have: a claim of 10^6 layers
+    would list 12 million names before any shape is compared. (The tokenizer is checked
+    against the model's vocab_size where it is built: numpygpt.data.tokenizers.)"""
     model = config.get("model")
     if not isinstance(model, dict):
         return
@@ -448,19 +289,6 @@ def _check_model(path, config, tokenizer, params):
     if type(n_layer) is int and n_layer != len(layers):
         raise CheckpointError(f"checkpoint '{path}': its config says n_layer={n_layer:,} but "
                               f"it holds the parameters of {len(layers):,} layers")
-    V = model.get("vocab_size")
-    if type(V) is not int:
-        return  # GPTConfig.from_dict reports it
-    from ..data.corpora import tokenizer_from_dict
-    from ..data.tokenizer_base import TokenizerError
-
-    try:
-        tok = tokenizer_from_dict(tokenizer)
-    except TokenizerError as e:  # a malformed description (a bug elsewhere keeps its traceback)
-        raise CheckpointError(f"checkpoint '{path}': its tokenizer is not usable: {e}") from None
-    problem = vocab_mismatch(tok.vocab_size, V)
-    if problem:
-        raise CheckpointError(f"checkpoint '{path}': {problem}")
 
 
 def is_checkpoint(path):
@@ -508,7 +336,7 @@ def load_checkpoint(path, check_finite=True):
         else:
             slot, _, name = rest.partition("/")
             slots.setdefault(slot, {})[name] = a
-    _check_model(path, meta["config"], meta["tokenizer"], params)
+    _check_model(path, meta["config"], params)
 
     hyper = meta.get("optimizer")
     if hyper is None and slots:

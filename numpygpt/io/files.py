@@ -244,3 +244,10 @@ def read_json(path, what, max_bytes=MAX_TOKENIZER_BYTES, root=None, error=FileEr
     """
     return parse_json(read_text(path, what, max_bytes, root, error), f"{what} {quote(path)}",
                       error)
+
+
+def default_cache_dir():
+    """Folder for downloads (corpora, GPT-2 checkpoints): $NUMPYGPT_CACHE if set, else
+    ~/.cache/numpygpt."""
+    env = os.environ.get("NUMPYGPT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "numpygpt"

@@ -1,23 +1,28 @@
-"""Every layer of the GPT as a forward/backward pair, in forward order.
+"""Every layer of the GPT and the Llama as a forward/backward pair, plain.
 
     out, cache = x_forward(inputs..., params...)
     grads...   = x_backward(dout, cache)        # in the order of the forward's float arguments
 
 A layer is its maths and checks no arguments (as CS231n's layers): the public entry points,
 GPT.forward and GPT.generate, validate their inputs once per call (see _checks.py).
-Where a fast version replaces the plain idea, the plain one sits beside it, computing the same
-numbers: attention_reference_* and gelu_reference_*.
+Where a plain idea is worth seeing in its plainest form, a loop or line-by-line reference
+sits beside the layer, computing the same numbers: attention_reference_*, gqa_reference_*
+and gelu_reference_*. The fast twins of a few layers live in numpygpt/kernels.
+
+adamw.py is not a layer but the optimizer's update of one tensor: pure maths on arrays, with
+a fast twin too (CS231n keeps its update rules beside its layers the same way).
 
 `FORWARD_BACKWARD_PAIRS` lists every pair by name; the gradient-check suite covers each one.
 """
 
 from ._checks import check_targets, check_token_ids
+from .adamw import adamw_update, decays
 from .attention import (
     AttentionCache,
     AttentionCoreCache,
     attention_backward,
-    attention_cached_forward,
     attention_core_backward,
+    attention_core_cached,
     attention_core_forward,
     attention_forward,
     attention_reference_backward,
@@ -62,7 +67,7 @@ from .swiglu import (
 
 __all__ = [
     "FORWARD_BACKWARD_PAIRS", "AttentionCache", "AttentionCoreCache", "attention_backward",
-    "attention_cached_forward", "attention_core_backward", "attention_core_forward",
+    "attention_core_cached", "attention_core_backward", "attention_core_forward",
     "attention_forward", "attention_reference_backward", "attention_reference_forward",
     "causal_mask", "check_targets", "check_token_ids", "classifier_backward",
     "classifier_forward",
@@ -73,17 +78,15 @@ __all__ = [
     "lora_forward", "mlp_backward", "mlp_forward", "sinusoidal_positional_backward",
     "sinusoidal_positional_forward", "sinusoidal_table", "softmax_cross_entropy_backward",
     "softmax_cross_entropy_forward",
-]
-__all__ += [
     "GQAAttentionCache", "GQACoreCache", "gqa_attention_backward", "gqa_attention_forward",
     "gqa_cached_forward", "gqa_core_backward", "gqa_core_forward", "gqa_reference_backward",
     "gqa_reference_forward",
     "rmsnorm_backward", "rmsnorm_forward", "rope_backward", "rope_forward", "rope_table",
     "silu_backward", "silu_forward", "swiglu_mlp_backward", "swiglu_mlp_forward",
+    "adamw_update", "decays",
 ]
 
 # Every forward/backward pair exported above, by name: "gelu" -> (gelu_forward, gelu_backward).
-# (attention_cached_forward has no backward: it only serves generation.)
 FORWARD_BACKWARD_PAIRS = {
     fwd.removesuffix("_forward"): (globals()[fwd], globals()[bwd])
     for fwd, bwd in ((n, n.replace("_forward", "_backward")) for n in __all__)

@@ -15,17 +15,18 @@ Backward: a key/value head is used by the g query heads of its group, so its gra
 sum of the g gradients (as a tensor used twice gets the sum of both contributions).
 
 Two implementations of the heads (q, k, v -> y) that compute the same numbers:
+- `gqa_reference_forward` / `gqa_reference_backward`: plain loops over batch, query head and
+  time step (attention.py's reference_heads_*, which serve multi-head attention too: it is
+  the case g = 1). Read this one first.
 - `gqa_core_forward` / `gqa_core_backward`: vectorised. The g query heads of a group are
   stacked along time, (g, T, hs) -> (g*T, hs), so one matmul per group multiplies them with
   their shared keys: no copy of k or v per query head, and dk, dv come out already summed
   over the group.
-- `gqa_reference_forward` / `gqa_reference_backward`: plain loops over batch, query head and
-  time step. Read this one first.
 `gqa_attention_forward` / `_backward` is the whole layer (projections, RoPE, heads, output
 projection), `gqa_cached_forward` its forward with a KV cache for generation.
 
 The mask is additive with -inf (the softmax helpers of attention.py): masked probabilities
-are exactly 0.
+are exactly 0. Llama's attention has no biases and no dropout.
 
 Shapes: B batch, T time, C channels, nh query heads, nkv key/value heads, hs head size
 (C = nh * hs), g = nh // nkv.
@@ -35,7 +36,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .attention import _masked_softmax_, _softmax_backward_, causal_mask
+from .attention import (
+    causal_mask,
+    masked_softmax_,
+    reference_heads_backward,
+    reference_heads_forward,
+    softmax_backward_,
+)
 from .rope import rope_backward, rope_forward
 
 
@@ -87,7 +94,7 @@ def gqa_core_forward(q, k, v):
         # a group's g query heads stacked along time: (nkv, g*T, hs) @ (nkv, hs, T)
         scores = att[b].reshape(nkv, g * T, T)  # a view of att[b] (nh, T, T)
         np.matmul(qs[b].reshape(nkv, g * T, hs), k[b].swapaxes(-1, -2), out=scores)
-        _masked_softmax_(att[b])  # (nh, T, T), row by row, in place
+        masked_softmax_(att[b])  # (nh, T, T), row by row, in place
         yb = scores @ v[b]  # (nkv, g*T, hs)
         y[b] = yb.reshape(nh, T, hs).transpose(1, 0, 2)  # (T, nh, hs)
     return y.reshape(B, T, nh * hs), GQACoreCache(q, k, v, att)
@@ -120,7 +127,7 @@ def gqa_core_backward(dy, cache):
         np.matmul(p.swapaxes(-1, -2), dyb, out=dv[b])  # (nkv, T, hs): summed over the group
         d = datt.reshape(nkv, g * T, T)  # a view of datt
         np.matmul(dyb, v[b].swapaxes(-1, -2), out=d)
-        _softmax_backward_(datt, att[b])  # gradient of the scaled scores, (nh, T, T)
+        softmax_backward_(datt, att[b])  # gradient of the scaled scores, (nh, T, T)
         np.matmul(d, k[b], out=dq[b].reshape(nkv, g * T, hs))
         dq[b] *= scale
         np.matmul(d.swapaxes(-1, -2), q[b].reshape(nkv, g * T, hs), out=dk[b])  # group sum
@@ -132,68 +139,38 @@ def gqa_core_backward(dy, cache):
 
 
 def gqa_reference_forward(q, k, v):
-    """Same contract and numbers as gqa_core_forward, with loops over b, h and t.
-
-    Query head h reads key/value head h // g; for each query position t only keys 0..t are
-    looked at, which *is* the causal mask.
-    """
+    """Same contract and numbers as gqa_core_forward, with the loops of
+    attention.reference_heads_forward: query head h reads key/value head h // g."""
     B, nh, T, hs = q.shape
-    g = nh // k.shape[1]
-    scale = 1.0 / np.sqrt(hs)
-    probs = np.zeros((B, nh, T, T), dtype=q.dtype)  # the future stays exactly 0
-    y = np.zeros((B, nh, T, hs), dtype=q.dtype)
-    for b in range(B):
-        for h in range(nh):
-            j = h // g  # the key/value head this query head shares
-            for t in range(T):
-                scores = (k[b, j, : t + 1] @ q[b, h, t]) * scale  # (t+1,)
-                p = np.exp(scores - scores.max())
-                p /= p.sum()
-                probs[b, h, t, : t + 1] = p
-                y[b, h, t] = p @ v[b, j, : t + 1]  # (hs,)
-    y = y.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)  # (B, T, C)
-    return y, GQACoreCache(q, k, v, probs)
+    y, probs = reference_heads_forward(q, k, v)  # (B, nh, T, hs)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, nh * hs), GQACoreCache(q, k, v, probs)
 
 
 def gqa_reference_backward(dy, cache):
-    """Backward of gqa_reference_forward, one query at a time. Every query head of a group
-    adds (+=) into the gradient of the key/value head they share.
+    """Backward of gqa_reference_forward: every query head of a group adds (+=) into the
+    gradient of the key/value head they share.
 
     Returns (dq, dk, dv).
     """
     q, k, v, probs = cache
     B, nh, T, hs = q.shape
-    g = nh // k.shape[1]
-    scale = 1.0 / np.sqrt(hs)
     dy = dy.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-    dq = np.zeros_like(q)
-    dk = np.zeros_like(k)
-    dv = np.zeros_like(v)
-    for b in range(B):
-        for h in range(nh):
-            j = h // g
-            for t in range(T):
-                p = probs[b, h, t, : t + 1]  # (t+1,)
-                dv[b, j, : t + 1] += np.outer(p, dy[b, h, t])
-                dp = v[b, j, : t + 1] @ dy[b, h, t]  # (t+1,)
-                ds = p * (dp - dp @ p) * scale  # softmax backward, then the scale
-                dq[b, h, t] = ds @ k[b, j, : t + 1]
-                dk[b, j, : t + 1] += np.outer(ds, q[b, h, t])
-    return dq, dk, dv
+    return reference_heads_backward(dy, q, k, v, probs)
 
 
 # --- the whole layer ---------------------------------------------------------------------
 
 
-def _heads(a, n, hs):
-    """(B, T, n*hs) -> (B, n, T, hs), a view."""
-    B, T, _ = a.shape
-    return a.reshape(B, T, n, hs).transpose(0, 2, 1, 3)
+def _to_heads(a, n):
+    """(B, T, n*hs) -> (B, n, T, hs), a view: n heads of hs channels each."""
+    B, T, D = a.shape
+    return a.reshape(B, T, n, D // n).transpose(0, 2, 1, 3)
 
 
-def _project(x, w):
-    """x (B, T, Din) @ w (Din, Dout) as one GEMM over all rows."""
-    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[1])
+def _from_heads(a):
+    """(B, n, T, hs) -> (B, T, n*hs), the inverse of _to_heads (a copy)."""
+    B, n, T, hs = a.shape
+    return a.transpose(0, 2, 1, 3).reshape(B, T, n * hs)
 
 
 def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
@@ -205,21 +182,16 @@ def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
     - n_head, n_kv_head: nh and nkv (nkv divides nh)
     - cos, sin: (T, hs) from rope_table for positions 0 .. T-1
 
-    Returns (out, cache): out (B, T, C).
+    Returns (out, cache): out (B, T, C); cache a GQAAttentionCache.
     """
-    hs = w_q.shape[1] // n_head
-    q, rope = rope_forward(_heads(_project(x, w_q), n_head, hs), cos, sin)  # (B, nh, T, hs)
-    k, _ = rope_forward(_heads(_project(x, w_k), n_kv_head, hs), cos, sin)  # (B, nkv, T, hs)
-    v = _heads(_project(x, w_v), n_kv_head, hs)  # (B, nkv, T, hs)
-    y, core = gqa_core_forward(q, k, v)  # (B, T, nh*hs)
-    out = _project(y, w_o)  # (B, T, C)
+    B, T, C = x.shape
+    x2 = x.reshape(B * T, C)  # one GEMM over all rows per projection
+    q, rope = rope_forward(_to_heads((x2 @ w_q).reshape(B, T, -1), n_head), cos, sin)
+    k, _ = rope_forward(_to_heads((x2 @ w_k).reshape(B, T, -1), n_kv_head), cos, sin)
+    v = _to_heads((x2 @ w_v).reshape(B, T, -1), n_kv_head)  # (B, nkv, T, hs)
+    y, core = gqa_core_forward(q, k, v)  # (B, T, nh*hs); q (B, nh, T, hs), k (B, nkv, T, hs)
+    out = (y.reshape(B * T, -1) @ w_o).reshape(B, T, C)  # (B, T, C)
     return out, GQAAttentionCache(x, w_q, w_k, w_v, w_o, rope, core, y)
-
-
-def _merge(d):
-    """(B, n, T, hs) -> (B, T, n*hs), the inverse of _heads."""
-    B, n, T, hs = d.shape
-    return d.transpose(0, 2, 1, 3).reshape(B, T, n * hs)
 
 
 def gqa_attention_backward(dout, cache):
@@ -229,17 +201,16 @@ def gqa_attention_backward(dout, cache):
     Returns (dx, dw_q, dw_k, dw_v, dw_o).
     """
     x, w_q, w_k, w_v, w_o, rope, core, y = cache
-    C = x.shape[-1]
-    D = w_o.shape[0]
-    dout2 = dout.reshape(-1, C)  # (N, C)
-    dw_o = y.reshape(-1, D).T @ dout2  # (nh*hs, C)
+    B, T, C = x.shape
+    dout2 = dout.reshape(B * T, C)  # (N, C)
+    dw_o = y.reshape(B * T, -1).T @ dout2  # (nh*hs, C)
     dy = (dout2 @ w_o.T).reshape(y.shape)  # (B, T, nh*hs)
-    dq, dk, dv = gqa_core_backward(dy, core)
-    dq = _merge(rope_backward(dq, rope)).reshape(-1, w_q.shape[1])  # (N, nh*hs)
-    dk = _merge(rope_backward(dk, rope)).reshape(-1, w_k.shape[1])  # (N, nkv*hs)
-    dv = _merge(dv).reshape(-1, w_v.shape[1])
-    x2 = x.reshape(-1, C)
-    dx = dq @ w_q.T
+    dq, dk, dv = gqa_core_backward(dy, core)  # (B, nh, T, hs), (B, nkv, T, hs) x 2
+    dq = _from_heads(rope_backward(dq, rope)).reshape(B * T, -1)  # (N, nh*hs)
+    dk = _from_heads(rope_backward(dk, rope)).reshape(B * T, -1)  # (N, nkv*hs)
+    dv = _from_heads(dv).reshape(B * T, -1)  # (N, nkv*hs)
+    x2 = x.reshape(B * T, C)
+    dx = dq @ w_q.T  # (N, C): x feeds q, k and v
     dx += dk @ w_k.T
     dx += dv @ w_v.T
     return dx.reshape(x.shape), x2.T @ dq, x2.T @ dk, x2.T @ dv, dw_o
@@ -258,29 +229,26 @@ def gqa_cached_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin, past=
     Inputs:
     - x: (B, T_new, C), the new positions only
     - w_q, w_k, w_v, w_o, n_head, n_kv_head: as in gqa_attention_forward
-    - cos, sin: (T_new, hs), rope_table(T_new, hs, offset=T_past): the new positions' angles
+    - cos, sin: (T_new, hs), the rows of rope_table for the new positions T_past, ...
     - past: (k, v), each (B, nkv, T_past, hs), or None for an empty cache
 
     Returns (out, (k, v)): out (B, T_new, C); k, v (B, nkv, T_past + T_new, hs).
     """
-    B, T_new, _ = x.shape
-    hs = w_q.shape[1] // n_head
+    B, T_new, C = x.shape
     g = n_head // n_kv_head
-    q, _ = rope_forward(_heads(_project(x, w_q), n_head, hs), cos, sin)  # (B, nh, T_new, hs)
-    k, _ = rope_forward(_heads(_project(x, w_k), n_kv_head, hs), cos, sin)
-    v = _heads(_project(x, w_v), n_kv_head, hs)  # (B, nkv, T_new, hs)
+    x2 = x.reshape(B * T_new, C)
+    q, _ = rope_forward(_to_heads((x2 @ w_q).reshape(B, T_new, -1), n_head), cos, sin)
+    k, _ = rope_forward(_to_heads((x2 @ w_k).reshape(B, T_new, -1), n_kv_head), cos, sin)
+    v = _to_heads((x2 @ w_v).reshape(B, T_new, -1), n_kv_head)  # (B, nkv, T_new, hs)
     if past is not None:
         k = np.concatenate([past[0], k], axis=2)  # (B, nkv, T_all, hs)
         v = np.concatenate([past[1], v], axis=2)
-    T_all = k.shape[2]
+    T_all, hs = k.shape[2], k.shape[3]
     qg = q.reshape(B, n_kv_head, g * T_new, hs)  # the group's query heads stacked along time
     att = qg @ k.swapaxes(-1, -2)  # (B, nkv, g*T_new, T_all)
     att *= x.dtype.type(1.0 / np.sqrt(hs))
     att = att.reshape(B, n_head, T_new, T_all)
-    att += causal_mask(T_all, x.dtype)[T_all - T_new:]  # new query i sits at T_past + i
-    att -= att.max(axis=-1, keepdims=True)
-    np.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)
+    masked_softmax_(att, causal_mask(T_all, x.dtype)[T_all - T_new:])  # query i at T_past + i
     y = att.reshape(B, n_kv_head, g * T_new, T_all) @ v  # (B, nkv, g*T_new, hs)
-    y = y.reshape(B, n_head, T_new, hs)
-    return _project(_merge(y), w_o), (k, v)
+    y = _from_heads(y.reshape(B, n_head, T_new, hs))  # (B, T_new, nh*hs)
+    return (y.reshape(B * T_new, -1) @ w_o).reshape(B, T_new, C), (k, v)

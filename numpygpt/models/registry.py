@@ -1,55 +1,52 @@
-"""The two model families that training, checkpoints and the command line know: "gpt"
-(GPT-2: model.GPT) and "llama" (llama.Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention).
+"""The model families that training, checkpoints and the command line know, by name: "gpt"
+(GPT-2: models/gpt.py) and "llama" (models/llama.py: RoPE, RMSNorm, SwiGLU, grouped-query
+attention).
 
-Both have the same API (forward, backward, generate, params, rng, train/eval), so train()'s loop
-drives either; what differs is the config class, the parameter names and their count, which
-this module looks up by the architecture's name or its config.
+Both have the same API (forward, backward, generate, params, rng, train/eval; models/base.py),
+so the training loop drives either; what differs is the config class and the parameters,
+which this module looks up by the architecture's name or its config.
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .gpt import GPT
+from .llama import Llama
 
-ARCHS = ("gpt", "llama")
+MODELS = {"gpt": GPT, "llama": Llama}
+ARCHS = tuple(MODELS)
 
 
-def _family(arch):
-    if arch == "gpt":
-        from .gpt import GPT, GPTConfig, param_count, param_shapes
-
-        return GPT, GPTConfig, param_shapes, param_count
-    if arch == "llama":
-        from .llama import Llama, LlamaConfig, llama_param_count, llama_param_shapes
-
-        return Llama, LlamaConfig, llama_param_shapes, llama_param_count
-    raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+def model_class(arch):
+    """GPT or Llama, by name."""
+    if arch not in MODELS:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return MODELS[arch]
 
 
 def arch_of(mcfg):
     """"gpt" or "llama", from a model config object."""
-    from .llama import LlamaConfig
-
-    return "llama" if isinstance(mcfg, LlamaConfig) else "gpt"
+    return next(a for a, m in MODELS.items() if isinstance(mcfg, m.config_class))
 
 
 def config_from_dict(arch, d):
     """The model config of architecture `arch` from its dict (a checkpoint's config["model"])."""
-    return _family(arch)[1].from_dict(d)
+    return model_class(arch).config_class.from_dict(d)
 
 
 def build_model(mcfg, **kwargs):
     """GPT(mcfg, **kwargs) or Llama(mcfg, **kwargs), by the config's class."""
-    return _family(arch_of(mcfg))[0](mcfg, **kwargs)
+    return MODELS[arch_of(mcfg)](mcfg, **kwargs)
 
 
 def param_shapes(mcfg):
     """Name -> shape of every parameter of the model mcfg describes."""
-    return _family(arch_of(mcfg))[2](mcfg)
+    return MODELS[arch_of(mcfg)].param_shapes(mcfg)
 
 
 def param_count(mcfg):
     """The model's number of parameters, without building it."""
-    return _family(arch_of(mcfg))[3](mcfg)
+    return MODELS[arch_of(mcfg)].param_count(mcfg)
 
 
 def checkpoint_arch(config, where):

@@ -3,10 +3,10 @@ gradient-norm clipping and nanoGPT's warmup + cosine learning-rate schedule.
 
 Each optimizer updates `params` (a dict name -> array) in place from `grads` (same keys).
 
-Read `adamw_reference_step` first: the AdamW update of one tensor as the textbook writes it.
-`AdamW.step` computes the same numbers (the tests compare the two to float rounding) with
-every operation in place, in one scratch buffer per tensor: a GPT's optimizer touches every
-parameter each step, and temporaries the size of the model cost as much time as the maths.
+AdamW's update of one tensor is maths on arrays like a layer's: read it in layers/adamw.py
+(the textbook form, plain). The optimizer here keeps the state (m, v, the step count t) and
+applies the update the kernel table holds (numpygpt.kernels: by default the fast twin, the
+same numbers in place without temporaries) to every parameter.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, check_int, check_real
+from ..kernels import ops
+from ..layers.adamw import decays
 
 
 def _check_grads(params, grads):
@@ -59,37 +61,9 @@ def _check_hyper(hyper, name, keys):
         raise ValueError(f"optimizer state lacks {', '.join(missing)}")
 
 
-def decays(param):
-    """Weight decay applies to 2-D tensors (matmul weights and embeddings) only, never to
-    biases or layer-norm gains: shrinking those towards 0 is not regularisation but damage."""
-    return param.ndim >= 2
-
-
-def adamw_reference_step(p, g, m, v, t, lr, betas, eps, weight_decay):
-    """One AdamW update of one tensor, plainly: the reference that AdamW.step is tested against.
-
-    Inputs:
-    - p, g: the parameter and its gradient, same shape
-    - m, v: the running averages of g and g^2 (zeros before the first step)
-    - t: the number of this step, counting from 1 (the bias correction divides by 1 - b^t)
-    - lr, betas = (b1, b2), eps, weight_decay: as for AdamW
-
-    Returns the new (p, m, v); the inputs are not modified.
-    """
-    b1, b2 = betas
-    if decays(p):
-        p = p * (1 - lr * weight_decay)  # decoupled: the decay never enters m or v
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    m_hat = m / (1 - b1**t)  # bias correction: m and v start at 0, so early on they are too small
-    v_hat = v / (1 - b2**t)
-    p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
-    return p, m, v
-
-
 class AdamW:
     """Adam with bias correction and decoupled weight decay (Loshchilov & Hutter), as PyTorch's
-    torch.optim.AdamW computes it (adamw_reference_step, one tensor at a time):
+    torch.optim.AdamW computes it (layers/adamw.py, one tensor at a time):
 
         t += 1
         p *= 1 - lr * weight_decay                     (2-D params only)
@@ -113,35 +87,15 @@ class AdamW:
         self._tmp = {}  # scratch buffers for step(), made on first use
 
     def step(self, grads):
-        """One update of every parameter, in place: adamw_reference_step without temporaries."""
+        """One update of every parameter, in place (ops.adamw_update, tensor by tensor)."""
         _check_grads(self.params, grads)
         self.t += 1  # before the bias correction uses it: at t = 1 it divides by (1 - b)
-        b1, b2 = self.betas
-        bc1 = 1 - b1 ** self.t
-        bc2 = 1 - b2 ** self.t
-        step_size = self.lr / bc1
         for k, p in self.params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
-            cast = p.dtype.type  # scalars in the parameter's dtype: float32 stays float32
-            tmp = self._scratch(k, p)  # every update below runs in place: no temporaries
-            if self.weight_decay and decays(p):
-                p *= cast(1 - self.lr * self.weight_decay)
-            m *= cast(b1)  # m = b1 m + (1 - b1) g
-            np.multiply(g, cast(1 - b1), out=tmp)
-            m += tmp
-            v *= cast(b2)  # v = b2 v + (1 - b2) g^2
-            np.multiply(g, g, out=tmp)
-            tmp *= cast(1 - b2)
-            v += tmp
-            np.sqrt(v, out=tmp)  # denominator sqrt(v / bc2) + eps
-            tmp *= cast(1 / math.sqrt(bc2))
-            tmp += cast(self.eps)
-            np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
-            tmp *= cast(step_size)
-            p -= tmp
+            ops.adamw_update(p, grads[k], self.m[k], self.v[k], self.t, self.lr, self.betas,
+                             self.eps, self.weight_decay, self._scratch(k, p))
 
     def _scratch(self, k, p):
-        """One reusable buffer per parameter for the intermediate results of step()."""
+        """One reusable buffer per parameter, for the fast update to compute in."""
         if k not in self._tmp or self._tmp[k].shape != p.shape or self._tmp[k].dtype != p.dtype:
             self._tmp[k] = np.empty_like(p)
         return self._tmp[k]

@@ -1,0 +1,72 @@
+"""The machine every figure belongs to: its CPU, its BLAS, its matmul peak, and the clock.
+
+A figure without the CPU that made it means little: PyTorch's CPU GEMMs are fast on Intel and
+slow on AMD, and OpenBLAS picks a different kernel on each. So every benchmark prints
+cpu_name() and blas_description(), and measures the float32 GEMM peak (matmul_peak) that its
+GFLOP/s are a share of.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), or the platform's guess."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def blas_description():
+    """Which BLAS numpy runs, with which kernel and threads (e.g. "openblas SkylakeX, 2
+    threads"): the kernel decides the matmul peak, so every figure depends on it."""
+    from threadpoolctl import threadpool_info
+
+    libs = [f"{i['internal_api']} {i.get('architecture') or ''}".strip()
+            + f", {i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
+    kernel = os.environ.get("OPENBLAS_CORETYPE")
+    note = f" (OPENBLAS_CORETYPE={kernel} forces that kernel)" if kernel else ""
+    return "; ".join(libs) + note if libs else "unknown"
+
+
+def matmul_peak(n=2048, repeats=5, dtype=np.float32):
+    """Best float32 GEMM throughput (FLOP/s) of this machine with the current BLAS threads."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    out = np.empty((n, n), dtype=dtype)
+    np.matmul(a, b, out=out)  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n * n * n / best
+
+
+def limit_threads(threads):
+    """Set the BLAS (and torch, if loaded) thread count for this process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def seconds_per_call(step, n):
+    """Seconds per call of step(), over n calls in a row (as training makes them)."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n

@@ -1,0 +1,167 @@
+"""The one training loop: every command that trains (train, finetune) runs it.
+
+    while step < max_iters:
+        every eval_interval steps: evaluate, log, save a checkpoint
+        lr = schedule(step); loss, grads = batch_grads()   # the command's batch, forward, backward
+        stop if the loss or the gradient norm is not finite (before the update breaks the model)
+        clip the gradient norm; AdamW step; every log_interval steps: log
+    evaluate, save, log; metrics.json
+
+What a command brings: its model and optimizer, how to compute one step's loss and
+gradients, how to evaluate, and what its metrics say. What the loop guarantees to both:
+- Ctrl-C stops between steps, never inside an update; the final evaluation and save still
+  run, and the metrics say "interrupted". A second Ctrl-C raises KeyboardInterrupt at once
+  (the last save stays intact).
+- nan or inf never reaches a checkpoint: a non-finite loss, gradient norm, evaluation or
+  saved array stops the run with a TrainingError naming the last good checkpoint.
+- A resumed run continues exactly: the step, the optimizer, both RNG states and the log
+  come back from the checkpoint (run.py), the same batches follow.
+- With N MPI ranks (training/parallel.py) every rank computes its rows of the batch, one
+  all-reduce averages the gradients, only rank 0 writes, and an error on one rank ends them
+  all with a message instead of leaving the others waiting.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from ..io.files import atomic_write_json
+from .optim import clip_grad_norm
+from .parallel import GradAllReduce, abort_on_error, agreed, get_world
+from .run import StopFlag, TrainingError, progress_bar, save_run, write_in_run, write_log
+
+
+@dataclass
+class LoopResult:
+    """How the loop ended."""
+
+    step: int  # the step reached
+    last_eval: dict  # the last evaluation's log row (step, train_loss, val_loss, ...)
+    last_loss: float  # the last training batch's loss
+    interrupted: bool  # stopped by Ctrl-C before max_iters
+    train_seconds: float  # time spent in training steps (evaluation and saving not counted)
+    tokens: int  # tokens trained on in this process's run of the loop (all ranks together)
+
+
+def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, step, history,
+             lr_at, batch_grads, evaluate, metrics, tokens_per_step=0, progress=True,
+             callback=None, world=None, command="numpygpt"):
+    """Train from `step` to cfg.max_iters, then write metrics.json; return its dict.
+
+    Inputs:
+    - cfg: the run's settings (a TrainConfig or FinetuneConfig): the loop reads max_iters,
+      eval_interval, log_interval and grad_clip (0: no clipping)
+    - model, opt: the model and its optimizer (opt.params: what trains, the model's arrays)
+    - out: the run folder (a Path); checkpoint_config, tokenizer: what each checkpoint keeps
+      beside the arrays (a JSON dict, the tokenizer); data_rng: the batches' Generator
+    - step, history: where the run starts (0 and [] unless resumed) and its log rows so far
+    - lr_at(step): the learning rate of a step
+    - batch_grads(): one step's (loss, grads) of this process (draws its own batch)
+    - evaluate(step): the evaluation's log row {"step", "train_loss", "val_loss", ...}
+    - metrics(result): the run's metrics.json dict, from a LoopResult
+    - tokens_per_step: tokens in one step's batch (0: no throughput in the log)
+    - progress: a progress bar; callback(row): called with every log row
+    - world: numpygpt.training.parallel's world (default get_world()); command: its name in
+      the messages of a failing rank
+    """
+    world = world if world is not None else get_world()
+    max_iters, grad_clip = cfg.max_iters, cfg.grad_clip
+    average = GradAllReduce(world, opt.params) if world.size > 1 else None
+    log_path = out / "log.jsonl"
+    where = repr(str(out))
+
+    def stop_nonfinite(what, value, step_now, all_ranks=True):
+        # all_ranks: every rank sees the same all-reduced value and stops here too (see
+        # parallel.agreed); a check that only rank 0 makes (save's) is not agreed.
+        e = TrainingError(f"{what} became {value} at step {step_now}; stopped without saving. "
+                          f"The last good checkpoint is in {where}. Try a lower --lr or "
+                          f"--grad-clip 1.0")
+        raise agreed(world, e) if all_ranks else e
+
+    def write(what, fn, *args):
+        if world.is_root:  # the other ranks never touch the out folder
+            write_in_run(out, what, fn, *args)
+
+    def log(row):
+        history.append(row)
+        if callback is not None:
+            callback(row)
+
+    def evaluate_and_log(step_now):
+        row = evaluate(step_now)
+        for key in ("train_loss", "val_loss"):
+            # Every save follows an evaluation: a broken update (nan or inf weights) must not
+            # overwrite the last good checkpoint.
+            if not math.isfinite(row[key]):
+                stop_nonfinite(key.replace("_", " "), row[key], step_now)
+        log(row)
+        return row
+
+    def save(step_now):
+        if world.is_root:
+            bad = save_run(out, checkpoint_config, tokenizer, model, opt, step_now, data_rng)
+            if bad is not None:
+                stop_nonfinite(bad, "non-finite", step_now, all_ranks=False)
+        write("log.jsonl", write_log, log_path, history)
+
+    evals = [r for r in history if "val_loss" in r]
+    last_eval = evals[-1] if evals else None
+    loss, interrupted, train_seconds, tokens = float("nan"), False, 0.0, 0
+    stop_agreed = False  # N ranks: some rank's Ctrl-C, known to all at the same step
+    with StopFlag() as flag, abort_on_error(world, command):
+        bar = progress_bar(max_iters, step, progress and world.is_root)
+        try:
+            while step < max_iters:
+                if stop_agreed or (world.size == 1 and flag.stop):
+                    interrupted = True
+                    break
+                if step % cfg.eval_interval == 0 and (last_eval is None
+                                                  or last_eval["step"] != step):
+                    last_eval = evaluate_and_log(step)
+                    save(step)
+                t0 = time.perf_counter()
+                opt.lr = lr_at(step)
+                loss, grads = batch_grads()
+                if average is not None:
+                    # Each rank's loss is the mean over its rows, so the mean over the whole
+                    # batch is the mean of the N rank means, and so is its gradient
+                    # (parallel.py's docstring): one all-reduce of all the gradients, / N. The
+                    # stop flags travel with the loss (2 numbers).
+                    grads = average(grads)
+                    loss, stops = world.allreduce_scalars([loss, flag.stop])
+                    loss, stop_agreed = loss / world.size, stops > 0
+                if not math.isfinite(loss):
+                    stop_nonfinite("the loss", loss, step)
+                norm = clip_grad_norm(grads, grad_clip) if grad_clip > 0 else None
+                if norm is not None and not math.isfinite(norm):
+                    stop_nonfinite("the gradient norm", norm, step)  # before a broken update
+                opt.step(grads)
+                step += 1
+                dt = time.perf_counter() - t0
+                train_seconds += dt
+                tokens += tokens_per_step
+                if step % cfg.log_interval == 0 or step == max_iters:
+                    row = {"step": step, "loss": loss, "lr": opt.lr, "grad_norm": norm}
+                    if tokens_per_step:
+                        row["tokens_per_sec"] = tokens_per_step / dt
+                    log(row)
+                if bar is not None:
+                    bar.update(1)
+                    postfix = {"loss": f"{loss:.3f}", "lr": f"{opt.lr:.1e}"}
+                    if tokens_per_step:
+                        postfix["tok_s"] = f"{tokens / train_seconds:,.0f}"
+                    bar.set_postfix(postfix, refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if last_eval is None or last_eval["step"] != step:
+            last_eval = evaluate_and_log(step)
+        save(step)
+        result = LoopResult(step, last_eval, loss, interrupted or flag.stop, train_seconds,
+                            tokens)
+        run_metrics = metrics(result)
+        write("metrics.json", atomic_write_json, out / "metrics.json", run_metrics)
+    return run_metrics
