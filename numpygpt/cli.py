@@ -14,15 +14,33 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, NumpygptWarning, Stopped, UserError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+# Ceilings of flags that would otherwise run on without an answer (documented in --help):
+MAX_SAMPLE_TOKENS = 100_000  # sample --tokens, train --sample-tokens
+MAX_BENCH_COUNT = 1000  # bench --rounds, --steps
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def _interrupted(signame):
+    """The exit code of a run stopped by the signal `signame` ("SIGTERM": 143, ...; 130)."""
+    return 128 + getattr(signal, signame, signal.SIGINT) if signame else EXIT_INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +62,8 @@ def _add_train_flags(p):
                         "run's own files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sample-tokens", type=int, default=300,
-                   help="tokens of sample to print at the end (default 300)")
+                   help=f"tokens of sample to print at the end (default 300, at most "
+                        f"{MAX_SAMPLE_TOKENS:,})")
     helps = {"data": "'numpy-docs' (default), 'shakespeare', or a path to a UTF-8 text file",
              "out": "folder for checkpoint, log.jsonl and metrics.json (default ./out)",
              "lr_decay_iters": "length of the cosine schedule (default: max-iters)",
@@ -122,8 +141,7 @@ def cmd_train(args):
     # (the others exit quietly, see main()). Only rank 0 prints and looks at the out folder.
     world = get_world()
     with together(world):
-        if args.sample_tokens < 0:
-            raise ConfigError(f"--sample-tokens must be >= 0, got {args.sample_tokens}")
+        _check_tokens("--sample-tokens", args.sample_tokens)
         cfg = _train_config(args)
         check_run_memory(cfg)  # train() checks these too; here they come before the banner
         shard_rows(cfg.batch_size, world.rank, world.size)  # a batch the ranks cannot share
@@ -144,17 +162,17 @@ def cmd_train(args):
         result = train(cfg, resume=args.resume, progress=world.is_root and not args.no_progress,
                        overwrite=args.overwrite, world=world)
     if not world.is_root:  # rank 0 reports (and samples) for all
-        return EXIT_INTERRUPTED if result.metrics["interrupted"] else 0
+        return _interrupted(result.metrics["signal"]) if result.metrics["interrupted"] else 0
     m = result.metrics
     status = "interrupted at" if m["interrupted"] else "finished"
-    print(f"{status} step {m['step']}: train loss {m['train_loss']:.4f}, "
-          f"val loss {m['val_loss']:.4f}, {m['tokens_per_sec'] or 0:,.0f} tokens/s, "
+    print(f"{status} step {m['step']}: {_losses(m)}, "
+          f"{m['tokens_per_sec'] or 0:,.0f} tokens/s, "
           f"{m['wall_seconds']:.1f} s, {m['n_params']:,} parameters")
     print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
     if m["interrupted"]:  # saved, and no sample: the user asked to stop
-        print(f"numpygpt train: interrupted at step {m['step']}; the checkpoint is saved in "
-              f"'{cfg.out}' (continue with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"numpygpt train: interrupted{_by(m)} at step {m['step']}; the checkpoint is "
+              f"saved in '{cfg.out}' (continue with --resume)", file=sys.stderr)
+        return _interrupted(m["signal"])
     if args.sample_tokens:
         # "": start from a newline if the vocabulary has one (a corpus may have none)
         text = _sample_text(result.model, result.tokenizer, "", args.sample_tokens,
@@ -164,6 +182,19 @@ def cmd_train(args):
         print("-" * 71)
         print(f"more: python -m numpygpt sample --ckpt {cfg.out} --prompt \"...\"")
     return 0
+
+
+def _losses(m):
+    """'train loss 2.1234, val loss 2.2345' (a run stopped in its first evaluation has none)."""
+    if m["val_loss"] is None:
+        return "stopped before its first evaluation finished"
+    return f"train loss {m['train_loss']:.4f}, val loss {m['val_loss']:.4f}"
+
+
+def _by(metrics):
+    """' by SIGTERM' for a run a signal other than Ctrl-C stopped."""
+    s = metrics.get("signal")
+    return f" by {s}" if s and s != "SIGINT" else ""
 
 
 def _add_finetune_flags(p):
@@ -232,8 +263,8 @@ def cmd_finetune(args):
                           overwrite=args.overwrite)
     m = result.metrics
     status = "interrupted at" if m["interrupted"] else "finished"
-    print(f"{status} step {m['step']}: train loss {m['train_loss']:.4f}, val loss "
-          f"{m['val_loss']:.4f}; {m['trainable_params']:,} of {m['total_params']:,} "
+    print(f"{status} step {m['step']}: {_losses(m)}; "
+          f"{m['trainable_params']:,} of {m['total_params']:,} "
           f"parameters trained; {m['wall_seconds']:.1f} s")
     if cfg.task == "classify":
         print(f"val accuracy {m['val_accuracy']:.1%} on {m['n_val']} held-out examples "
@@ -252,9 +283,9 @@ def cmd_finetune(args):
         print(f"ask it: python -m numpygpt sample --ckpt {cfg.out} --prompt \"...\"")
     print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
     if m["interrupted"]:
-        print(f"numpygpt finetune: interrupted at step {m['step']}; the checkpoint is saved in "
-              f"'{cfg.out}' (continue with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"numpygpt finetune: interrupted{_by(m)} at step {m['step']}; the checkpoint is "
+              f"saved in '{cfg.out}' (continue with --resume)", file=sys.stderr)
+        return _interrupted(m["signal"])
     return 0
 
 
@@ -285,8 +316,7 @@ def cmd_sample(args):
     from .models.sampling import check_sampling
     from .training.run import model_from_checkpoint
 
-    if args.tokens < 0:
-        raise ConfigError(f"--tokens must be >= 0, got {args.tokens}")
+    _check_tokens("--tokens", args.tokens)
     _check_seed(args.seed)
     check_sampling(args.temperature, args.top_k, args.top_p)  # before loading anything
     ckpt = args.ckpt
@@ -330,6 +360,12 @@ def _sample_finetuned(ckpt, args):
     print(respond(model, tokenizer, info["template_obj"], args.prompt, "", args.tokens,
                   temperature=args.temperature, top_k=args.top_k, seed=args.seed))
     return 0
+
+
+def _check_tokens(flag, n):
+    """A number of tokens to generate: 0 .. MAX_SAMPLE_TOKENS."""
+    if n < 0 or n > MAX_SAMPLE_TOKENS:
+        raise ConfigError(f"{flag} must be between 0 and {MAX_SAMPLE_TOKENS:,}, got {n:,}")
 
 
 def _check_seed(seed):
@@ -391,6 +427,12 @@ def cmd_bench(args):
     for flag, value in (("--rounds", rounds), ("--steps", steps), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    for flag, value, most in (("--rounds", rounds, MAX_BENCH_COUNT),
+                              ("--steps", steps, MAX_BENCH_COUNT),
+                              ("--threads", args.threads, os.cpu_count() or 1)):
+        if value is not None and value > most:
+            why = "this machine's cores" if flag == "--threads" else "a benchmark's ceiling"
+            raise ConfigError(f"{flag} must be at most {most} ({why}), got {value}")
     if args.json:
         _check_writable(args.json, "--json")
     if args.vs_torch:
@@ -519,7 +561,8 @@ def build_parser():
                    help="numpygpt checkpoint folder (default ./out), GPT-2 folder in Hugging "
                         "Face format, or a GPT-2 name: gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     p.add_argument("--prompt", default="", help="text to continue (default: a newline)")
-    p.add_argument("--tokens", type=int, default=500, help="how many tokens to generate")
+    p.add_argument("--tokens", type=int, default=500,
+                   help=f"how many tokens to generate (default 500, at most {MAX_SAMPLE_TOKENS:,})")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -547,7 +590,8 @@ def build_parser():
     p.add_argument("--steps", type=int, default=None,
                    help="training steps per round (default 5; gpt2-finetune: 1, after one "
                         "warm-up step each way)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS/torch threads (default: all; at most this machine's cores)")
     p.add_argument("--skip-extras", action="store_true",
                    help="skip the attention and KV-cache benchmarks (gpt2-finetune never runs "
                         "them)")
@@ -591,24 +635,45 @@ def _rank_label():
     return parallel.rank_label() if parallel is not None else ""
 
 
+def _one_line_warning(command, show):
+    """warnings.showwarning for a command: a NumpygptWarning as `command: warning: ...`
+    (rank-labelled under mpiexec), any other warning as Python shows it."""
+    def showwarning(message, category, *args, **kwargs):
+        if issubclass(category, NumpygptWarning):
+            print(f"{command}{_rank_label()}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return showwarning
+
+
 def _debug_from_env():
     return os.environ.get("NUMPYGPT_DEBUG", "").strip() not in ("", "0")
 
 
 def main(argv=None):
     """Run a command; return its exit code: 0, 1 for a user's mistake, 2 for a usage error
-    (argparse exits with it), 130 for Ctrl-C.
+    (argparse exits with it), 128 + the signal's number for a stop: 130 Ctrl-C (SIGINT),
+    143 SIGTERM, 129 SIGHUP.
 
     Only a UserError (and Ctrl-C) is turned into one line on stderr. Any other exception is a
     bug, in numpygpt or in a learner's edit of it: it propagates, and Python prints its full
     traceback (exit code 1), which is what finds the bug.
     """
     command, debug = "numpygpt", _debug_from_env()
+    # SIGTERM and SIGHUP stop a command as Ctrl-C does (training installs its own handlers,
+    # which save a checkpoint first); where signals cannot be set (a thread), nothing changes
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, _raise_stopped) for s in _STOP_SIGNALS}
     try:  # from the first line: a Ctrl-C while NumPy is still importing is one line too
         args = build_parser().parse_args(argv)
         command, debug = f"numpygpt {args.command}", debug or args.debug
         args.debug = debug
-        return args.func(args)
+        with warnings.catch_warnings():  # numpygpt's warnings: one line each, on stderr
+            warnings.simplefilter("always", NumpygptWarning)
+            warnings.showwarning = _one_line_warning(command, warnings.showwarning)
+            return args.func(args)
     except UserError as e:
         if debug:
             raise
@@ -617,8 +682,13 @@ def main(argv=None):
         message = " ".join(str(e).splitlines())  # one line, whatever the message holds
         print(f"{command}{_rank_label()}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"{command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = getattr(e, "signum", None)
+        by = f" ({signal.Signals(signum).name})" if signum else ""
+        print(f"{command}: interrupted{by}", file=sys.stderr)
+        return 128 + signum if signum else EXIT_INTERRUPTED
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

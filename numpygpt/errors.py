@@ -20,6 +20,22 @@ class ConfigError(UserError, ValueError):
     """A bad flag or config value (raised by GPTConfig, TrainConfig, the optimizers, the CLI)."""
 
 
+class NumpygptWarning(UserWarning):
+    """Something the user should know, that is not an error (e.g. a BPE tokenizer that learned
+    fewer tokens than asked). The command line prints it as one line."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop asked for by a signal other than Ctrl-C: SIGTERM (a scheduler's stop) or SIGHUP
+    (a closed terminal), handled as Ctrl-C is; `signum` is the signal's number."""
+
+    def __init__(self, signum):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 # --- checks of single values, shared by the configs and the optimizers ----------------------
 
 
@@ -57,6 +73,24 @@ def check_real(name, value, low=None, high=None, high_open=False):
     return value
 
 
+def check_text(name, value):
+    """Return `value` (a str, or a path as a str), or raise ConfigError: not text, or text
+    that cannot be written as UTF-8 (a path holding bytes that are not UTF-8 arrives with lone
+    surrogates; numpygpt records paths in its JSON files)."""
+    import os
+
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ConfigError(f"{name} {shown!r} is not valid UTF-8 text (a file name with bytes "
+                          "of another encoding?); rename it, or choose another") from None
+    return value
+
+
 def machine_memory():
     """This machine's RAM in bytes (None where the OS does not say)."""
     import os
@@ -67,14 +101,15 @@ def machine_memory():
         return None
 
 
-def check_memory(nbytes, what):
-    """Raise ConfigError if `nbytes` (an estimate) is more than this machine's RAM: refusing
-    before allocating beats a MemoryError, or a machine swapping for minutes, after."""
+def check_memory(nbytes, what, error=ConfigError, advice="choose a smaller model or batch"):
+    """Raise `error` if `nbytes` (an estimate) is more than this machine's RAM: refusing
+    before allocating beats a MemoryError, or a machine swapping for minutes, after. Every
+    size a file or a flag declares goes through here before it is allocated."""
     ram = machine_memory()
     if ram is not None and nbytes > ram:
-        raise ConfigError(f"{what} would need about {nbytes / 1e9:,.1f} GB but this machine has "
-                          f"{ram / 1e9:,.1f} GB of RAM; choose a smaller model or batch")
+        raise error(f"{what} would need about {nbytes / 1e9:,.1f} GB but this machine has "
+                    f"{ram / 1e9:,.1f} GB of RAM; {advice}")
 
 
-__all__ = ["UserError", "ConfigError", "check_int", "check_real", "machine_memory",
-           "check_memory"]
+__all__ = ["UserError", "ConfigError", "NumpygptWarning", "Stopped", "check_int", "check_real",
+           "check_text", "machine_memory", "check_memory"]

@@ -12,6 +12,8 @@ import pytest
 from numpygpt.data import CharTokenizer, numpy_docs_text
 from numpygpt.data.bpe import BPETokenizer
 from numpygpt.errors import UserError
+from numpygpt.finetune import docstrings as D
+from numpygpt.finetune import scores as S
 from numpygpt.finetune import tasks as K
 from numpygpt.finetune.tasks import TEMPLATES, TaskError
 
@@ -66,33 +68,33 @@ def test_numpy_docstrings_and_their_namespaces():
     ("f(x", False),
 ])
 def test_is_signature(line, expected):
-    assert K._is_signature(line) is expected
+    assert D.is_signature(line) is expected
 
 
 def test_parse_docstring_skips_signatures_directives_and_code():
     doc = ("frob(a, b=None,\n     c=1)\n\nFrobnicate an array\nalong an axis.\n\n"
            ".. versionadded:: 2.0\n\n.. note::\n\n    Not prose.\n\n>>> frob(1)\n\n"
            "More prose here.\nStill it.\nParameters\n----------\na : int\n    The input.")
-    parsed = K.parse_docstring(doc)
+    parsed = D.parse_docstring(doc)
     assert parsed.summary == "Frobnicate an array along an axis."
     assert parsed.description == ["More prose here. Still it."]  # the header ends it
-    assert K.parse_docstring("dtype(x)\n--\n\nMake a dtype.").summary == "Make a dtype."
-    assert K.parse_docstring(".. warning::\n\n    Nothing else.") == K.ParsedDoc("", [])
+    assert D.parse_docstring("dtype(x)\n--\n\nMake a dtype.").summary == "Make a dtype."
+    assert D.parse_docstring(".. warning::\n\n    Nothing else.") == D.ParsedDoc("", [])
 
 
 def test_windows_cut_between_words():
-    parsed = K.ParsedDoc("Compute the one-dimensional discrete Fourier Transform.",
+    parsed = D.ParsedDoc("Compute the one-dimensional discrete Fourier Transform.",
                          ["This function computes the n-point DFT with the FFT.",
                           "x " + "y" * 30])
-    wins = K._windows(parsed, 20, 10)
+    wins = D.text_windows(parsed, 20, 10)
     assert wins == ["Compute the", "one-dimensional", "discrete Fourier", "Transform. This",
                     "function computes", "the n-point DFT with", "the FFT. x",
                     "yyyyyyyyyyyyyyyyyyyy", "yyyyyyyyyy"]
     assert all(len(w) <= 20 for w in wins)
-    assert K._windows(parsed, 20, 3) == wins[:3]
+    assert D.text_windows(parsed, 20, 3) == wins[:3]
     # a short last window says nothing and is dropped (unless it is the only one)
-    assert K._windows(K.ParsedDoc("Pad an array. Ok", []), 14, 5) == ["Pad an array."]
-    assert K._windows(K.ParsedDoc("Pad.", []), 60, 5) == ["Pad."]
+    assert D.text_windows(D.ParsedDoc("Pad an array. Ok", []), 14, 5) == ["Pad an array."]
+    assert D.text_windows(D.ParsedDoc("Pad.", []), 60, 5) == ["Pad."]
 
 
 # --- numpy-topics ------------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def test_numpy_topics_balanced_deterministic_and_split_by_docstring(max_chars):
         assert all(t in {d.doc for d in docs.values()} for t in sides)
     else:
         for d in docs.values():
-            wins = set(K._windows(K.parse_docstring(d.doc), max_chars, K.TOPIC_WINDOWS))
+            wins = set(D.text_windows(D.parse_docstring(d.doc), max_chars, K.TOPIC_WINDOWS))
             assert not (wins & train and wins & val), d.name
 
 
@@ -168,7 +170,7 @@ def test_numpy_qa_examples():
         assert re.fullmatch(r"What does `numpy\.[\w.]+` do\?", e["instruction"])
         out = e["output"]
         assert out and out == out.strip() and "\n" not in out and len(out) <= 200
-        assert not K._is_signature(out)
+        assert not D.is_signature(out)
     assert 0.08 <= len(data.val) / len(every) <= 0.12
     assert not {e["output"] for e in data.train} & {e["output"] for e in data.val}
 
@@ -488,10 +490,10 @@ def test_encode_texts_and_classification_batch(char_tok):
 
 
 def test_exact_match():
-    assert K.exact_match("  Matrix or\nvector  norm. ", "Matrix or vector norm.")
-    assert not K.exact_match("Matrix or vector norm", "Matrix or vector norm.")
-    assert not K.exact_match("matrix or vector norm.", "Matrix or vector norm.")
-    assert K.exact_match("", " \n")
+    assert S.exact_match("  Matrix or\nvector  norm. ", "Matrix or vector norm.")
+    assert not S.exact_match("Matrix or vector norm", "Matrix or vector norm.")
+    assert not S.exact_match("matrix or vector norm.", "Matrix or vector norm.")
+    assert S.exact_match("", " \n")
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -504,8 +506,8 @@ def test_exact_match():
     ("a  b\n", "a b", 1.0),  # whitespace normalised as in exact_match
 ])
 def test_char_overlap(pred, ref, expected):
-    assert K.char_overlap(pred, ref) == pytest.approx(expected, abs=1e-12)
-    assert K.char_overlap(ref, pred) == pytest.approx(expected, abs=1e-12)
+    assert S.char_overlap(pred, ref) == pytest.approx(expected, abs=1e-12)
+    assert S.char_overlap(ref, pred) == pytest.approx(expected, abs=1e-12)
 
 
 def test_lcs_length_equals_the_plain_table():
@@ -520,6 +522,6 @@ def test_lcs_length_equals_the_plain_table():
     for _ in range(200):
         a = "".join(rng.choice("abcé ") for _ in range(rng.randint(0, 12)))
         b = "".join(rng.choice("abcé ") for _ in range(rng.randint(0, 12)))
-        assert K.lcs_length(a, b) == plain(a, b), (a, b)
+        assert S.lcs_length(a, b) == plain(a, b), (a, b)
     long = "x" * 5000
-    assert K.char_overlap(long, long + "y") == 1.0  # both cut to MAX_SCORED_CHARS
+    assert S.char_overlap(long, long + "y") == 1.0  # both cut to MAX_SCORED_CHARS

@@ -11,7 +11,7 @@ ids are split into training and validation parts, and batches of windows are dra
 The names most used are importable from here: `from numpygpt.data import load_corpus, ...`.
 """
 
-from .batches import get_batch, prepare_data, split_ids
+from .batches import get_batch, prepare_corpus, prepare_data, split_ids
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .corpora import DataError, load_corpus, numpy_docs_text
@@ -20,4 +20,5 @@ from .tokenizers import load_gpt2_tokenizer, tokenizer_for_model, tokenizer_from
 
 __all__ = ["BPETokenizer", "CharTokenizer", "DataError", "Tokenizer", "TokenizerError",
            "get_batch", "load_corpus", "load_gpt2_tokenizer", "numpy_docs_text",
-           "prepare_data", "split_ids", "tokenizer_for_model", "tokenizer_from_dict"]
+           "prepare_corpus", "prepare_data", "split_ids", "tokenizer_for_model",
+           "tokenizer_from_dict"]

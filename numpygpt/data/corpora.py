@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import UserError
-from ..io.files import atomic_write_bytes, default_cache_dir, quote, read_bytes
+from ..io.files import atomic_write_bytes, default_cache_dir, open_regular, quote, read_bytes
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -246,6 +246,51 @@ def read_text_file(path, max_bytes=None):
         ) from None
     # Editors on Windows may start a file with a BOM; it is not part of the text.
     return text.removeprefix("\ufeff")
+
+
+STREAM_BYTES = 1 << 23  # a data file larger than 8 MiB is read in chunks of this size
+
+
+def is_corpus_name(data):
+    """True for the built-in corpora ("numpy-docs", "shakespeare"), False for a file path."""
+    return data in ("numpy-docs", "shakespeare")
+
+
+def text_chunks(path, chunk_bytes=STREAM_BYTES):
+    """The text of a UTF-8 file, chunk by chunk (str), in bounded memory: each chunk ends
+    after a newline where the file has one (so a chunk never cuts a word; the BPE tokenizer
+    then encodes it as it would the whole text). The checks of read_text_file apply: a
+    regular file of at most MAX_DATA_BYTES, valid UTF-8 (a DataError names the offset of a
+    bad byte), a leading byte-order mark dropped, not empty."""
+    import codecs
+
+    f = open_regular(path, "data file", MAX_DATA_BYTES, error=DataError)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, carry, first = 0, "", True
+    with f:
+        while True:
+            try:
+                raw = f.read(chunk_bytes)
+            except OSError as e:
+                raise DataError(f"cannot read data file {quote(path)}: {e.strerror}") from None
+            try:
+                text = carry + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise DataError(f"data file {quote(path)} is not valid UTF-8 (byte "
+                                f"0x{raw[e.start]:02x} at offset {offset + e.start})") from None
+            offset += len(raw)
+            if first:
+                if not raw:
+                    raise DataError(f"data file {quote(path)} is empty")
+                text, first = text.removeprefix("\ufeff"), False
+            if not raw:
+                if text:
+                    yield text
+                return
+            cut = text.rfind("\n") + 1  # up to the last newline; the rest waits for more
+            text, carry = (text[:cut], text[cut:]) if cut else ("", text)
+            if text:
+                yield text
 
 
 def load_corpus(data, cache_dir=None):

@@ -26,6 +26,8 @@ an exact --resume, log.jsonl, metrics.json). load_finetuned(folder) gives the mo
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,10 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_gpt2_tokenizer, tokenizer_for_model
-from ..errors import ConfigError, UserError, check_int, check_real
+from ..errors import ConfigError, UserError, check_int, check_memory, check_real, check_text
 from ..io import hf_gpt2, hub
 from ..io.checkpoint import CheckpointError, load_checkpoint, validate_params
 from ..io.files import quote
+from ..io.lock import RunLock
 from ..models.gpt import GPT, GPTConfig, param_shapes
 from ..models.registry import checkpoint_arch
 from ..training.loop import run_loop
@@ -49,7 +52,7 @@ from ..training.run import (
     restore_state,
     resume_state,
 )
-from . import tasks
+from . import scores, tasks
 from .model import HEAD, LORA_TARGETS, FinetuneGPT
 
 TASKS = ("classify", "instruct")
@@ -98,12 +101,7 @@ class FinetuneConfig:
             return "--" + name.replace("_", "-")
 
         for name in ("ckpt", "task", "data", "out", "lora_targets", "freeze", "template"):
-            value = getattr(self, name)
-            if isinstance(value, Path):
-                value = str(value)
-            if not isinstance(value, str):
-                raise ConfigError(f"{flag(name)} must be a string, got {value!r}")
-            setattr(self, name, value)
+            setattr(self, name, check_text(flag(name), getattr(self, name)))
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}; got {self.task!r}")
         for name in ("batch_size", "eval_interval", "log_interval"):
@@ -124,7 +122,9 @@ class FinetuneConfig:
                               f"got {self.template!r}")
         if self.template and self.task != "instruct":
             raise ConfigError("--template is for --task instruct (a classifier has no prompt)")
-        if self.freeze not in ("none", "embeddings", "body") and not self.freeze.isdigit():
+        # ASCII digits only: str.isdigit also takes "²" and "①", which int() refuses
+        if self.freeze not in ("none", "embeddings", "body") and \
+                not re.fullmatch(r"[0-9]+", self.freeze):
             raise ConfigError(f"--freeze must be none, embeddings, body or a number of blocks "
                               f"K (the embeddings and blocks 0..K-1); got {self.freeze!r}")
         if self.lora_rank and self.freeze != "none":
@@ -258,6 +258,17 @@ class _TaskData:
     skipped: int  # instruct: examples that do not fit in the context
 
 
+def _check_held_out(data, cfg, val_fraction, unit):
+    """A task file too small to split: say so, and how many examples would do."""
+    if data.val:
+        return
+    # the least n with min(round(n * f), n - 1) >= 1 (the split keeps one for training)
+    n = next(n for n in range(2, 10_000) if min(round(n * val_fraction), n - 1) >= 1)
+    raise tasks.TaskError(
+        f"--data {cfg.data_name!r} has too few examples to hold any out for validation "
+        f"({val_fraction:g} of them, rounded, are held out): give at least {n} {unit}")
+
+
 def _prepare(cfg, tokenizer, block_size, labels=None):
     """Load the task's data and encode it. labels: the classes of a resumed run (the model
     has one output per class and cannot learn a new one)."""
@@ -268,24 +279,34 @@ def _prepare(cfg, tokenizer, block_size, labels=None):
         # long, and their examples name the namespace: ">>> np.fft.rfft(...)")
         data = tasks.load_task("classify", cfg.data_name,
                                max_chars=block_size if char else BPE_WINDOW_CHARS, seed=cfg.seed)
+        _check_held_out(data, cfg, tasks.CLASSIFY_VAL_FRACTION, "different texts in some class")
         if labels is not None:
             tasks.check_labels(data.train + data.val, labels, f"--data {cfg.data_name!r}",
                                (data.train_lines or []) + (data.val_lines or []) or None)
             data.labels = list(labels)
         ids = tasks.label_ids(data)
+
+        def at(lines):  # each text's place in the file ("task file 'x.csv' line 7"), if known
+            return [f"--data {cfg.data_name!r} {line}" for line in lines] if lines else None
+
         return _TaskData(
-            data, tasks.encode_texts([t for t, _ in data.train], tokenizer, block_size),
-            tasks.encode_texts([t for t, _ in data.val], tokenizer, block_size),
+            data, tasks.encode_texts([t for t, _ in data.train], tokenizer, block_size,
+                                     at(data.train_lines)),
+            tasks.encode_texts([t for t, _ in data.val], tokenizer, block_size,
+                               at(data.val_lines)),
             np.array([ids[y] for _, y in data.train], np.int64),
             np.array([ids[y] for _, y in data.val], np.int64), [], None, 0)
     data = tasks.load_task("instruct", cfg.data_name, seed=cfg.seed)
+    _check_held_out(data, cfg, tasks.INSTRUCT_VAL_FRACTION, "examples with different instructions")
     template = tasks.TEMPLATES[cfg.template] if cfg.template else \
         tasks.default_template(block_size)
-    train, skipped = tasks.encode_instructions(data.train, tokenizer, template, block_size)
+    train, skipped = tasks.encode_instructions(data.train, tokenizer, template, block_size,
+                                               data.train_lines)
     end = tasks.end_ids(tokenizer, template)
     val, val_examples = [], []
     for i, ex in enumerate(data.val):
-        enc = tasks.encode_instruction(ex, tokenizer, template, block_size, end=end, index=i)
+        enc = tasks.encode_instruction(ex, tokenizer, template, block_size, end=end, index=i,
+                                       where=data.val_lines[i] if data.val_lines else None)
         if enc is None:
             skipped += 1
         else:
@@ -330,9 +351,28 @@ def _loss_on(model, td, which, indices, cfg):
 
 def confusion_matrix(y_true, y_pred, n_classes):
     """(K, K) counts: row = the true class, column = the predicted one."""
+    check_memory(8 * n_classes * n_classes, f"a confusion matrix of {n_classes:,} classes")
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (y_true, y_pred), 1)
     return m
+
+
+MAX_CONFUSION_CLASSES = 100  # metrics.json holds the whole matrix up to this many classes
+
+
+def confusion_summary(y_true, y_pred, labels, most=20):
+    """What metrics.json says of the mistakes: the (K, K) confusion matrix for up to
+    MAX_CONFUSION_CLASSES classes; beyond (thousands of labels would make a K x K matrix of
+    gigabytes), the `most` most frequent confusions, [true label, predicted label, count],
+    counted without any K x K array."""
+    if len(labels) <= MAX_CONFUSION_CLASSES:
+        return {"confusion": confusion_matrix(y_true, y_pred, len(labels)).tolist()}
+    wrong = y_true != y_pred
+    pairs, counts = np.unique(np.stack([y_true[wrong], y_pred[wrong]]), axis=1,
+                              return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:most]
+    return {"confusion": None, "top_confusions": [
+        [labels[pairs[0, i]], labels[pairs[1, i]], int(counts[i])] for i in order]}
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -373,8 +413,8 @@ def evaluate_answers(model, tokenizer, template, examples, max_new_tokens):
                          max_new_tokens)
         rows.append({"instruction": ex["instruction"], "input": ex.get("input", ""),
                      "reference": ex["output"], "answer": answer,
-                     "exact": tasks.exact_match(answer, ex["output"]),
-                     "overlap": tasks.char_overlap(answer, ex["output"])})
+                     "exact": scores.exact_match(answer, ex["output"]),
+                     "overlap": scores.char_overlap(answer, ex["output"])})
     if not rows:
         return None, None, rows
     return (float(np.mean([r["exact"] for r in rows])),
@@ -390,7 +430,20 @@ def _run_info(cfg, mcfg, td, model):
         lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": list(cfg.targets())}
     return {"task": cfg.task, "labels": list(td.data.labels) if cfg.task == "classify" else None,
             "template": td.template.name if td.template else None, "lora": lora,
-            "trainable": sorted(model.trainable)}
+            "trainable": sorted(model.trainable), "data_sha256": _data_sha256(cfg)}
+
+
+def _data_sha256(cfg):
+    """The sha256 of the task's data file (None for a built-in task): a resumed run checks
+    that it trains on the same examples."""
+    path = Path(cfg.data_name)
+    if cfg.data_name in tasks.BUILTIN_TASKS[cfg.task] or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
@@ -400,14 +453,21 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
       break); its task, data and what trains are the saved run's
     - progress, callback, overwrite: as numpygpt.training.train.train
 
-    Ctrl-C stops after the current step, evaluates, saves and returns with
-    metrics["interrupted"] True.
+    One process at a time in a folder (a lock, as train's). Ctrl-C, SIGTERM or SIGHUP stops
+    after the current step, evaluates, saves and returns with metrics["interrupted"] True.
     """
     if not isinstance(cfg, FinetuneConfig):
         raise TypeError(f"cfg must be a FinetuneConfig, got {type(cfg).__name__}")
+    check_out_folder(cfg.out, resume=resume, overwrite=overwrite)
+    with RunLock(cfg.out, "numpygpt finetune"):
+        check_out_folder(cfg.out, resume=resume, overwrite=overwrite)  # again, locked
+        return _finetune(cfg, resume, progress, callback)
+
+
+def _finetune(cfg, resume, progress, callback):
+    """finetune(), with the folder locked."""
     out = Path(cfg.out)
     where = quote(out)
-    check_out_folder(out, resume=resume, overwrite=overwrite)
     saved = None
     if resume:
         saved = load_checkpoint(out)
@@ -422,6 +482,12 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
     mcfg = base.config
     labels = saved.config["task"].get("labels") if saved is not None else None
     td = _prepare(cfg, tokenizer, mcfg.block_size, labels)
+    if saved is not None:
+        before = saved.config["task"].get("data_sha256")
+        if before is not None and before != _data_sha256(cfg):
+            raise ConfigError(f"--data {cfg.data_name!r} has changed since the run in {where} "
+                              "began (its sha256 differs): a resumed run must see the same "
+                              "examples; put the file back, or start a new run")
     n_classes = len(td.data.labels) if cfg.task == "classify" else 0
 
     model = _build_model(base.params, mcfg, cfg, n_classes, cfg.seed)
@@ -468,16 +534,17 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
         return row
 
     def metrics(r):
-        first = next(row for row in history if "val_loss" in row)
+        first = next((row for row in history if "val_loss" in row), {"step": None})
         m = {
             "task": cfg.task, "data": cfg.data_name, "base": base_what, "step": r.step,
-            "train_loss": r.last_eval["train_loss"], "val_loss": r.last_eval["val_loss"],
+            "train_loss": (r.last_eval or {}).get("train_loss"),
+            "val_loss": (r.last_eval or {}).get("val_loss"),
             "initial_val_loss": first["val_loss"] if first["step"] == 0 else None,
             "last_batch_loss": r.last_loss, "n_train": n_train, "n_val": n_val,
             "trainable_params": int(sum(p.size for p in model.trainable_params().values())),
             "total_params": model.num_params(), "lora_rank": cfg.lora_rank,
             "freeze": cfg.freeze, "seconds_per_step": r.train_seconds / max(r.step, 1)
-            if r.train_seconds else None, "interrupted": r.interrupted,
+            if r.train_seconds else None, "interrupted": r.interrupted, "signal": r.signal,
         }
         if cfg.task == "classify":
             preds = last["preds"]
@@ -490,7 +557,7 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
                 "val_accuracy": float(np.mean(preds == td.val_labels)),
                 "baseline_accuracy": float(np.mean(td.val_labels == majority)),
                 "baseline_label": td.data.labels[majority],
-                "confusion": confusion_matrix(td.val_labels, preds, n_classes).tolist()})
+                **confusion_summary(td.val_labels, preds, td.data.labels)})
         else:
             exact, overlap, rows = evaluate_answers(
                 model, tokenizer, td.template, td.val_examples[:cfg.eval_generate],
@@ -506,7 +573,8 @@ def finetune(cfg, resume=False, progress=True, callback=None, overwrite=False):
         checkpoint_config={"model": mcfg.to_dict(), "finetune": asdict(cfg), "task": info,
                            "base": base_what},
         tokenizer=tokenizer, data_rng=data_rng, batch_grads=batch_grads, evaluate=evaluate,
-        metrics=metrics, progress=progress, callback=callback, command="numpygpt finetune")
+        metrics=metrics, resumed=resume, progress=progress, callback=callback,
+        command="numpygpt finetune")
     return FinetuneResult(model, tokenizer, run_metrics, history)
 
 

@@ -45,10 +45,8 @@ import csv
 import functools
 import io
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -57,6 +55,8 @@ from ..data.corpora import numpy_docstrings
 from ..data.tokenizer_base import TokenizerError
 from ..errors import UserError, check_int, check_real
 from ..io.files import parse_json, quote, read_text
+from .docstrings import ParsedDoc, parse_docstring, text_windows
+from .scores import char_overlap, exact_match, lcs_length
 
 
 class TaskError(UserError, ValueError):
@@ -64,7 +64,12 @@ class TaskError(UserError, ValueError):
     a text the tokenizer cannot encode. The message is one line naming the file and line."""
 
 
-MAX_TASK_BYTES = 200_000_000  # a task file is read whole; 200 MB is ~400k Alpaca examples
+# A task file is read whole, and its examples become Python strings, dicts and arrays of about
+# ten times the file's size: 32 MB (Alpaca's 52k examples are 22 MB) keeps that under 1 GB.
+# Fine-tuning sees batch_size x max_iters examples (4,800 by default): sample a larger file.
+MAX_TASK_BYTES = 32_000_000
+CLASSIFY_VAL_FRACTION = 0.2  # of each class's texts, held out for validation
+INSTRUCT_VAL_FRACTION = 0.1  # of the instruction files' examples
 
 # The namespaces of numpy-topics, in label order (sorted, as every label list is).
 TOPIC_LABELS = ("numpy", "numpy.fft", "numpy.linalg", "numpy.ma", "numpy.polynomial",
@@ -74,106 +79,6 @@ TOPIC_WINDOWS = 6  # windows of max_chars characters taken from one docstring, a
 QA_VAL_FRACTION = 0.1
 MAX_SUMMARY_CHARS = 200  # a longer "summary line" is a paragraph, not an answer
 MIN_CUT_TOKENS = 8  # an input or a response cut shorter than this is not worth learning
-MAX_SCORED_CHARS = 2000  # char_overlap compares at most this many characters of each text
-
-
-# --- the NumPy docstrings, parsed --------------------------------------------------------------
-
-
-
-
-def _is_signature(text):
-    """Is this line (or paragraph) a call signature, as ufuncs, methods and C functions start
-    their docstrings with: "add(x1, x2, /, out=None, ...)", "a.copy(order='C')",
-    "int8.bit_count() -> int"? The parenthesis after the name must close at the end (or
-    before a "-> type"), so "sum(a) of the elements (see notes)" is not one."""
-    m = re.match(r"[A-Za-z_][\w.]*\(", text)
-    if not m:
-        return False
-    depth = 0
-    for i in range(m.end() - 1, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return re.fullmatch(r"(\s*->\s*\S.*)?", text[i + 1:]) is not None
-    return False
-
-
-_UNDERLINE = re.compile(r"-{3,}")  # numpydoc's section underline: "Parameters\n----------"
-
-
-class ParsedDoc(NamedTuple):
-    """The parts of a numpydoc docstring that the tasks use."""
-
-    summary: str  # the first paragraph after any signature, on one line ("" if none)
-    description: list  # the paragraphs between the summary and the first section, one line each
-
-
-def parse_docstring(doc):
-    """Split a numpydoc docstring into its summary line and its extended description.
-
-    Signature lines at the top are skipped (ufuncs, methods); so are reST directives
-    (".. note::", ".. math::" and their indented bodies) and doctest or other indented blocks:
-    they are markup and code, not the prose a summary is written from. The description stops
-    at the first section header (a line underlined with dashes, like "Parameters").
-
-    Inputs:
-    - doc: a cleaned docstring (no common indentation)
-
-    Returns:
-    - ParsedDoc(summary, description)
-    """
-    lines = doc.strip().split("\n")
-    for i in range(1, len(lines)):
-        if _UNDERLINE.fullmatch(lines[i].strip()) and lines[i - 1].strip():
-            lines = lines[:i - 1]  # "Parameters\n----------": the description is over
-            break
-    paragraphs = [p.split("\n") for p in re.split(r"\n[ \t]*\n", "\n".join(lines).strip())]
-    # drop the signature at the top: a line, a paragraph (numpy.array's spans three lines),
-    # and the "--" that ends a C signature
-    while paragraphs:
-        first = [line for line in paragraphs[0] if line.strip() != "--"]
-        if _is_signature(" ".join(line.strip() for line in first)):
-            first = []
-        while first and _is_signature(first[0].strip()):
-            first.pop(0)
-        if first:
-            paragraphs[0] = first
-            break
-        paragraphs.pop(0)
-    prose = []
-    for para in paragraphs:
-        head = para[0]
-        if not head.strip() or head.startswith((".. ", ">>>")) or head[:1].isspace():
-            prose.append(None)  # markup or code: keep its place (a summary cannot be one)
-            continue
-        prose.append(" ".join(line.strip() for line in para).strip())
-    if not prose or prose[0] is None:
-        return ParsedDoc("", [])
-    return ParsedDoc(prose[0], [p for p in prose[1:] if p])
-
-
-def _windows(parsed, max_chars, k):
-    """Up to k texts of at most max_chars characters: the summary line first, then the
-    description, packed word by word and cut at spaces (a word longer than a window is cut
-    where it must be). A last window shorter than a quarter of max_chars is dropped: "axis."
-    says nothing about a topic."""
-    words = " ".join([parsed.summary, *parsed.description]).split()
-    out, line = [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) <= max_chars:
-            line += " " + word
-            continue
-        if line:
-            out.append(line)
-        while len(word) > max_chars:
-            out.append(word[:max_chars])
-            word = word[max_chars:]
-        line = word
-        if len(out) >= k:
-            return out[:k]
-    if line and (not out or len(line) >= max_chars // 4):
-        out.append(line)
-    return out[:k]
 
 
 # --- splits ------------------------------------------------------------------------------------
@@ -277,7 +182,8 @@ def numpy_topics(max_chars=None, seed=0, *, windows=TOPIC_WINDOWS):
         if max_chars is None:
             texts = [d.doc]
         else:
-            texts = list(dict.fromkeys(_windows(parse_docstring(d.doc), max_chars, windows)))
+            parsed = parse_docstring(d.doc)
+            texts = list(dict.fromkeys(text_windows(parsed, max_chars, windows)))
         if texts:
             by_label[topics.pop()].append(texts)
     shared = Counter(t for docs in by_label.values() for texts in docs for t in texts)
@@ -345,6 +251,10 @@ def _csv_records(text, where):
                 continue  # blank line
             if header is None:
                 header = [cell.strip() for cell in row]
+                twice = sorted({c for c in header if header.count(c) > 1 and c})
+                if twice:
+                    raise TaskError(f"{where} line {start}: the header names the column "
+                                    f"{twice[0]!r} twice; which one is meant is ambiguous")
             elif len(row) != len(header):
                 raise TaskError(f"{where} line {start} has {len(row)} fields but the header "
                                 f"has {len(header)} (a comma inside a text needs quotes)")
@@ -363,7 +273,7 @@ def _csv_records(text, where):
     return records
 
 
-def load_classification_file(path, val_fraction=0.2, seed=0):
+def load_classification_file(path, val_fraction=CLASSIFY_VAL_FRACTION, seed=0):
     """Read a classification task from a CSV or JSON-lines file and split it.
 
     - .csv: a header row with `text` and `label` columns (others are ignored), one example
@@ -470,18 +380,25 @@ class InstructionData:
     train: list
     val: list
     name: str
+    train_lines: list | None = None  # a file's: where each example is ("task file ... line 7")
+    val_lines: list | None = None
 
 
 def _example(instruction, output, inp=""):
     return {"instruction": instruction, "input": inp, "output": output}
 
 
-def _split_examples(examples, key, val_fraction, seed, name):
-    """InstructionData with the examples of equal key(example) on one side."""
+def _split_examples(examples, key, val_fraction, seed, name, lines=None):
+    """InstructionData with the examples of equal key(example) on one side; `lines`: where
+    each example is in its file, split alongside."""
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     held = _split_groups([key(e) for e in examples], val_fraction, rng, keep_one=True)
-    return InstructionData([e for e, h in zip(examples, held, strict=True) if not h],
+    data = InstructionData([e for e, h in zip(examples, held, strict=True) if not h],
                            [e for e, h in zip(examples, held, strict=True) if h], name)
+    if lines is not None:
+        data.train_lines = [w for w, h in zip(lines, held, strict=True) if not h]
+        data.val_lines = [w for w, h in zip(lines, held, strict=True) if h]
+    return data
 
 
 @functools.lru_cache(maxsize=1)
@@ -526,7 +443,7 @@ def numpy_summaries(seed=0):
                            "numpy-summaries")
 
 
-def load_instruction_file(path, val_fraction=0.1, seed=0):
+def load_instruction_file(path, val_fraction=INSTRUCT_VAL_FRACTION, seed=0):
     """Read an instruction task from a JSON-lines file (.jsonl, or .json) and split it.
 
     One object per line: {"instruction": "...", "input": "...", "output": "..."}, where
@@ -545,7 +462,7 @@ def load_instruction_file(path, val_fraction=0.1, seed=0):
     val_fraction = _check_val_fraction(val_fraction)
     where = f"task file {quote(path)}"
     ext = _file_kind(path, (".jsonl", ".json"))
-    examples = []
+    examples, lines = [], []
     for line, obj in _json_records(_read_task_file(path), where, ext):
         if not isinstance(obj, dict):
             raise TaskError(f"{where} {line} is not a JSON object like "
@@ -561,10 +478,11 @@ def load_instruction_file(path, val_fraction=0.1, seed=0):
             if key != "input" and not value.strip():
                 raise TaskError(f"{where} {line} has an empty {key!r}")
         examples.append(_example(obj["instruction"], obj["output"], obj.get("input") or ""))
+        lines.append(f"{where} {line}")
     if not examples:
         raise TaskError(f"{where} has no examples")
     return _split_examples(examples, lambda e: (e["instruction"], e["input"]), val_fraction,
-                           seed, os.fspath(path))
+                           seed, os.fspath(path), lines)
 
 
 # --- prompt templates --------------------------------------------------------------------------
@@ -653,7 +571,7 @@ def _encode_prompt(tokenizer, example, template, where):
 
 
 def encode_instruction(example, tokenizer, template, block_size, *, end=None, index=None,
-                       min_tokens=MIN_CUT_TOKENS):
+                       min_tokens=MIN_CUT_TOKENS, where=None):
     """Token ids and targets of one instruction example, the loss on the response only.
 
     The sequence is prompt + response + end marker (N tokens); the model reads all but the
@@ -677,14 +595,14 @@ def encode_instruction(example, tokenizer, template, block_size, *, end=None, in
     - tokenizer, template: how text becomes ids, and prompts
     - block_size: the model's context length
     - end: the end marker's ids (default end_ids(tokenizer, template))
-    - index: the example's number, for error messages
+    - index: the example's number, for error messages; where: its place in a file (wins)
     - min_tokens: the least of a cut input or response worth training on
 
     Returns:
     - (ids, targets): int64 arrays of shape (L,), or None when the example does not fit
     """
     block_size = check_int("block_size", block_size, minimum=1)
-    where = "an example" if index is None else f"example {index}"
+    where = where or ("an example" if index is None else f"example {index}")
     end = end_ids(tokenizer, template) if end is None else np.asarray(end, dtype=np.int64)
     response = np.concatenate([_encode(tokenizer, example["output"], f"{where}, field 'output'"),
                                end])
@@ -724,15 +642,16 @@ def encode_instruction(example, tokenizer, template, block_size, *, end=None, in
     return ids, targets
 
 
-def encode_instructions(examples, tokenizer, template, block_size):
-    """encode_instruction for each example.
+def encode_instructions(examples, tokenizer, template, block_size, where=None):
+    """encode_instruction for each example (where: their places in a file, for messages).
 
     Returns:
     - (encoded, n_skipped): the (ids, targets) pairs of the examples that fit, in order, and
       how many did not
     """
     end = end_ids(tokenizer, template)
-    encoded = [encode_instruction(ex, tokenizer, template, block_size, end=end, index=i)
+    encoded = [encode_instruction(ex, tokenizer, template, block_size, end=end, index=i,
+                                  where=where[i] if where else None)
                for i, ex in enumerate(examples)]
     kept = [e for e in encoded if e is not None]
     return kept, len(encoded) - len(kept)
@@ -761,9 +680,12 @@ def instruction_batch(encoded, indices):
     return idx, targets
 
 
-def encode_texts(texts, tokenizer, block_size):
+def encode_texts(texts, tokenizer, block_size, where=None):
     """Token ids of each text, cut to its first block_size tokens (a text's opening is where
     docstrings, reviews and headlines say what they are about).
+
+    where: the place of each text, for messages ("task file 'x.csv' line 7"); default
+    "example i".
 
     Returns:
     - list of int64 arrays of shape (L,), 1 <= L <= block_size
@@ -771,10 +693,11 @@ def encode_texts(texts, tokenizer, block_size):
     block_size = check_int("block_size", block_size, minimum=1)
     out = []
     for i, text in enumerate(texts):
-        ids = _encode(tokenizer, text, f"example {i}")[:block_size]
+        at = where[i] if where is not None else f"example {i}"
+        ids = _encode(tokenizer, text, at)[:block_size]
         if len(ids) == 0:
-            raise TaskError(f"example {i} is empty once encoded; a text needs at least one "
-                            "token to be classified")
+            raise TaskError(f"{at} is empty once encoded; a text needs at least one token to "
+                            "be classified")
         out.append(ids)
     return out
 
@@ -802,50 +725,6 @@ def classification_batch(encoded, labels, indices):
         idx[b, :lengths[b]] = encoded[i]
     y = np.asarray(labels, dtype=np.int64)[indices]  # (B,)
     return idx, lengths, y
-
-
-# --- scores ------------------------------------------------------------------------------------
-
-
-def _normalise(text):
-    return " ".join(text.split())  # trims both ends, one space for any run of whitespace
-
-
-def exact_match(pred, ref):
-    """True if the two texts are equal once whitespace is normalised (ends trimmed, each run
-    of spaces, tabs or newlines one space)."""
-    return _normalise(pred) == _normalise(ref)
-
-
-def lcs_length(a, b):
-    """The length of the longest common subsequence of the strings a and b.
-
-    The classic table, one row per character a[i]: row[j] is the LCS of a[:i+1] and b[:j].
-    A row is computed with NumPy from the one above it:
-        row[j] = max(above[j], above[j-1] + 1 if a[i] == b[j-1], row[j-1])
-    and the last term, a running max, is np.maximum.accumulate. O(len(a) * len(b)).
-    """
-    if not a or not b:
-        return 0
-    bcodes = np.frombuffer(b.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (m,)
-    above = np.zeros(len(b) + 1, dtype=np.int64)  # LCS of a[:0] and b[:j] for each j
-    for ch in a:
-        match = bcodes == ord(ch)  # (m,)
-        row = above.copy()
-        row[1:] = np.maximum(above[1:], np.where(match, above[:-1] + 1, 0))
-        above = np.maximum.accumulate(row)
-    return int(above[-1])
-
-
-def char_overlap(pred, ref):
-    """Character-level overlap: 2 * LCS / (len(pred) + len(ref)), in [0, 1] (ROUGE-L's F1 on
-    characters). 1.0 for equal texts (and for two empty ones), 0.0 when nothing is shared.
-    Whitespace is normalised as in exact_match, and each text is cut to MAX_SCORED_CHARS.
-    """
-    pred, ref = _normalise(pred)[:MAX_SCORED_CHARS], _normalise(ref)[:MAX_SCORED_CHARS]
-    if not pred and not ref:
-        return 1.0
-    return 2.0 * lcs_length(pred, ref) / (len(pred) + len(ref))
 
 
 # --- the tasks by name -------------------------------------------------------------------------

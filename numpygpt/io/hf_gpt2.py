@@ -110,6 +110,12 @@ def config_from_hf(d, where=CONFIG_NAME):
     resid_pdrop. Missing optional keys take GPT2Config's defaults. Raises CheckpointError
     listing every problem.
     """
+    kind = d.get("model_type", "gpt2")
+    if kind != "gpt2":  # another model altogether: say so, not which of its keys differ
+        hint = (" (a Llama folder loads with numpygpt.Llama.from_pretrained in Python)"
+                if kind == "llama" else "")
+        raise CheckpointError(f"{where}: model_type is {kind!r}, and this reads GPT-2 "
+                              f"folders only ('gpt2'){hint}")
     problems = []
 
     def want(key, default, ok, expected):
@@ -117,7 +123,6 @@ def config_from_hf(d, where=CONFIG_NAME):
         if not ok(value):
             problems.append(f"{key} is {value!r}, numpygpt supports only {expected}")
 
-    want("model_type", "gpt2", lambda v: v == "gpt2", "'gpt2'")
     want("activation_function", "gelu_new", lambda v: v in _TANH_GELUS,
          "'gelu_new' (the tanh approximation of GELU)")
     want("layer_norm_epsilon", 1e-5, lambda v: v == 1e-5, "1e-05")
@@ -140,9 +145,19 @@ def config_from_hf(d, where=CONFIG_NAME):
             "pos_encoding": "learned"}
 
 
+GPT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout",
+              "pos_encoding")
+
+
 def hf_config(fields):
     """The config.json of a GPT, given its config's fields (GPTConfig.to_dict()), in
-    GPT2Config's terms (transformers reads it)."""
+    GPT2Config's terms (transformers reads it). Anything else is a ValueError (a Llama's
+    config goes through io/hf_llama.py: Llama.save_pretrained)."""
+    if not isinstance(fields, dict) or set(fields) != set(GPT_FIELDS):
+        got = type(fields).__name__ if not isinstance(fields, dict) else sorted(fields)
+        raise ValueError(f"GPT-2's format needs a GPT's config fields (GPTConfig.to_dict(): "
+                         f"{', '.join(GPT_FIELDS)}), got {got}; a Llama saves itself with "
+                         "Llama.save_pretrained")
     V = fields["vocab_size"]
     eot = GPT2_EOT_ID if V == GPT2_VOCAB_SIZE else None  # only GPT-2's own vocabulary
     p = float(fields["dropout"])

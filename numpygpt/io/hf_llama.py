@@ -159,9 +159,17 @@ def read_folder(folder, make, param_shapes):
     return cfg, {k: a if a.ndim == 1 or k == EMBED else a.T for k, a in tensors.items()}
 
 
+LLAMA_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_kv_head",
+                "intermediate_size", "rope_theta", "rms_eps", "tie_embeddings")
+
+
 def hf_config(fields, dtype=np.float32):
     """The config.json of a Llama, given its config's fields (LlamaConfig.to_dict()), in
-    transformers' LlamaConfig terms."""
+    transformers' LlamaConfig terms. Anything else is a ValueError."""
+    if not isinstance(fields, dict) or set(fields) != set(LLAMA_FIELDS):
+        got = type(fields).__name__ if not isinstance(fields, dict) else sorted(fields)
+        raise ValueError(f"a Llama folder needs a Llama's config fields (LlamaConfig.to_dict(): "
+                         f"{', '.join(LLAMA_FIELDS)}), got {got}")
     theta = fields["rope_theta"]
     return {
         "architectures": [ARCHITECTURE],

@@ -28,7 +28,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from ..errors import machine_memory
+from ..errors import check_memory
 from .files import FileError, human_bytes
 
 ZIP_MAGIC = b"PK\x03\x04"  # every .npz is a zip archive and starts with a local file header
@@ -187,11 +187,8 @@ def read_npz(f, where, check=None, keys=None, error=FileError, what="an archive"
                 raise error(f"{where} is truncated: entry {spans[-1][2]!r} ends past the end "
                             "of the file")
             entries = [_check_entry(where, zf, i, check, error) for i in infos]
-            total = sum(e.nbytes for e in entries)
-            ram = machine_memory()
-            if ram is not None and total > ram:
-                raise error(f"{where} holds {human_bytes(total)} of arrays, more than this "
-                            f"machine's {human_bytes(ram)} of RAM")
+            check_memory(sum(e.nbytes for e in entries), f"the arrays of {where}", error,
+                         "the file is too large for this machine")
             return {e.key: _read_entry(zf, e) for e in entries if keys is None or e.key in keys}
     except error:
         raise

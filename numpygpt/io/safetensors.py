@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import check_memory
 from .checkpoint import CheckpointError
 from .files import atomic_write_bytes, open_regular, parse_json
 
@@ -123,6 +124,10 @@ def read_tensors(path, names=None, root=None):
     its array after read_safetensors_header has checked the file. Raises CheckpointError."""
     path = Path(path)
     infos = read_safetensors_header(path, root)
+    wanted = infos if names is None else names
+    check_memory(sum(infos[n].end - infos[n].start for n in wanted),
+                 f"the tensors of '{path}'", CheckpointError,
+                 "the checkpoint is too large for this machine")
     tensors = {}
     with open_regular(path, "weights file", root=root, error=CheckpointError) as f:
         for name in infos if names is None else names:

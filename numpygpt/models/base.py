@@ -207,21 +207,23 @@ class LanguageModel:
         check_sampling(temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
         block = self.config.block_size
+        B, T = idx.shape
+        check_memory(B * (T + max_new_tokens) * 8, f"{max_new_tokens:,} new tokens")
+        out = np.empty((B, T + max_new_tokens), dtype=np.int64)  # the prompt, then the new ones
+        out[:, :T] = idx
         was_training, self.training = self.training, False  # no dropout while sampling
-        out = idx.astype(np.int64)
         past = None  # the KV cache: per layer (k, v), each (B, heads, T_past, hs)
         try:
-            for _ in range(max_new_tokens):
+            for t in range(T, T + max_new_tokens):  # out[:, :t] is known, out[:, t] is next
                 if not use_cache:
-                    logits = self.forward(out[:, -block:])[0][:, -1, :]  # (B, V)
+                    logits = self.forward(out[:, max(0, t - block):t])[0][:, -1, :]  # (B, V)
                 elif past is None or past[0][0].shape[2] + 1 > block:
                     # empty cache, or the window is full and slides: positions shift, so the
                     # cached keys are stale; start over from the last block_size tokens
-                    logits, past = self.forward_cached(out[:, -block:])
+                    logits, past = self.forward_cached(out[:, max(0, t - block):t])
                 else:
-                    logits, past = self.forward_cached(out[:, -1:], past)  # the new token
-                nxt = sample_next(logits, temperature, top_k, top_p, rng)  # (B,)
-                out = np.concatenate([out, nxt[:, None]], axis=1)
+                    logits, past = self.forward_cached(out[:, t - 1:t], past)  # the new token
+                out[:, t] = sample_next(logits, temperature, top_k, top_p, rng)  # (B,)
         finally:
             self.training = was_training
             self._cache = None

@@ -35,7 +35,10 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     logits = logits.astype(np.float64)  # sampling is cheap; float64 keeps tiny probs honest
     if temperature == 0:
         return logits.argmax(axis=-1)
-    logits = logits / temperature
+    # the row maximum first, then the temperature: (z - max) / t <= 0, and where a tiny
+    # temperature (1e-300) takes it below the float range, -inf is the right limit (exp: 0)
+    with np.errstate(over="ignore"):
+        logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = np.sort(logits, axis=-1)[:, -top_k][:, None]  # (B, 1) k-th largest
         logits = np.where(logits < kth, -np.inf, logits)

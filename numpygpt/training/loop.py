@@ -9,9 +9,12 @@
 
 What a command brings: its model and optimizer, how to compute one step's loss and
 gradients, how to evaluate, and what its metrics say. What the loop guarantees to both:
-- Ctrl-C stops between steps, never inside an update; the final evaluation and save still
-  run, and the metrics say "interrupted". A second Ctrl-C raises KeyboardInterrupt at once
-  (the last save stays intact).
+- Ctrl-C (or SIGTERM, SIGHUP) stops between steps, never inside an update; the final
+  evaluation and save still run, and the metrics say "interrupted" and which signal. A signal
+  during an evaluation stops it at once (it changes nothing) and saves. A second signal
+  raises KeyboardInterrupt at once (the last save stays intact).
+- A new run in a folder that held one replaces the old run's log and metrics only once its
+  own first checkpoint is written: until then the folder is the old run, whole.
 - nan or inf never reaches a checkpoint: a non-finite loss, gradient norm, evaluation or
   saved array stops the run with a TrainingError naming the last good checkpoint.
 - A resumed run continues exactly: the step, the optimizer, both RNG states and the log
@@ -24,13 +27,22 @@ gradients, how to evaluate, and what its metrics say. What the loop guarantees t
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass
 
 from ..io.files import atomic_write_json
 from .optim import clip_grad_norm
 from .parallel import GradAllReduce, abort_on_error, agreed, get_world
-from .run import StopFlag, TrainingError, progress_bar, save_run, write_in_run, write_log
+from .run import (
+    EvaluationStopped,
+    StopFlag,
+    TrainingError,
+    progress_bar,
+    save_run,
+    write_in_run,
+    write_log,
+)
 
 
 @dataclass
@@ -38,16 +50,18 @@ class LoopResult:
     """How the loop ended."""
 
     step: int  # the step reached
-    last_eval: dict  # the last evaluation's log row (step, train_loss, val_loss, ...)
-    last_loss: float  # the last training batch's loss
-    interrupted: bool  # stopped by Ctrl-C before max_iters
+    last_eval: dict | None  # the last evaluation's log row (step, train_loss, val_loss, ...);
+    # None if the run was stopped during its first
+    last_loss: float | None  # the last training batch's loss (None: no step was taken)
+    interrupted: bool  # stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) before max_iters
+    signal: str | None  # that signal's name, e.g. "SIGTERM"
     train_seconds: float  # time spent in training steps (evaluation and saving not counted)
     tokens: int  # tokens trained on in this process's run of the loop (all ranks together)
 
 
 def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, step, history,
-             lr_at, batch_grads, evaluate, metrics, tokens_per_step=0, progress=True,
-             callback=None, world=None, command="numpygpt"):
+             lr_at, batch_grads, evaluate, metrics, resumed=False, tokens_per_step=0,
+             progress=True, callback=None, world=None, command="numpygpt"):
     """Train from `step` to cfg.max_iters, then write metrics.json; return its dict.
 
     Inputs:
@@ -56,7 +70,9 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
     - model, opt: the model and its optimizer (opt.params: what trains, the model's arrays)
     - out: the run folder (a Path); checkpoint_config, tokenizer: what each checkpoint keeps
       beside the arrays (a JSON dict, the tokenizer); data_rng: the batches' Generator
-    - step, history: where the run starts (0 and [] unless resumed) and its log rows so far
+    - step, history: where the run starts (0 and [] unless resumed) and its log rows so far;
+      resumed: the folder holds this run (else an old run's metrics.json goes at the first
+      save)
     - lr_at(step): the learning rate of a step
     - batch_grads(): one step's (loss, grads) of this process (draws its own batch)
     - evaluate(step): the evaluation's log row {"step", "train_loss", "val_loss", ...}
@@ -89,8 +105,14 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
         if callback is not None:
             callback(row)
 
+    flag = StopFlag()
+
     def evaluate_and_log(step_now):
-        row = evaluate(step_now)
+        # One process: a signal during an evaluation stops it at once (EvaluationStopped).
+        # N ranks finish it together (a rank leaving would leave the others in an all-reduce)
+        # and agree to stop at the next step.
+        with flag.interruptible(world.size == 1):
+            row = evaluate(step_now)
         for key in ("train_loss", "val_loss"):
             # Every save follows an evaluation: a broken update (nan or inf weights) must not
             # overwrite the last good checkpoint.
@@ -99,18 +121,26 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
         log(row)
         return row
 
+    old_metrics = [out / "metrics.json"] if not resumed else []
+
     def save(step_now):
         if world.is_root:
             bad = save_run(out, checkpoint_config, tokenizer, model, opt, step_now, data_rng)
             if bad is not None:
                 stop_nonfinite(bad, "non-finite", step_now, all_ranks=False)
         write("log.jsonl", write_log, log_path, history)
+        while old_metrics:  # the new run's checkpoint and log are in: the old record can go
+            path = old_metrics.pop()
+            if path.is_file():
+                write("metrics.json", path.unlink)
 
     evals = [r for r in history if "val_loss" in r]
     last_eval = evals[-1] if evals else None
-    loss, interrupted, train_seconds, tokens = float("nan"), False, 0.0, 0
+    loss = None  # the last batch's (None until a step is taken)
+    interrupted, train_seconds, tokens = False, 0.0, 0
+    stopped_in_eval = False
     stop_agreed = False  # N ranks: some rank's Ctrl-C, known to all at the same step
-    with StopFlag() as flag, abort_on_error(world, command):
+    with flag, abort_on_error(world, command):
         bar = progress_bar(max_iters, step, progress and world.is_root)
         try:
             while step < max_iters:
@@ -119,7 +149,11 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
                     break
                 if step % cfg.eval_interval == 0 and (last_eval is None
                                                   or last_eval["step"] != step):
-                    last_eval = evaluate_and_log(step)
+                    try:
+                        last_eval = evaluate_and_log(step)
+                    except EvaluationStopped:
+                        interrupted = stopped_in_eval = True
+                        break
                     save(step)
                 t0 = time.perf_counter()
                 opt.lr = lr_at(step)
@@ -157,11 +191,12 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
             if bar is not None:
                 bar.close()
 
-        if last_eval is None or last_eval["step"] != step:
+        if not stopped_in_eval and (last_eval is None or last_eval["step"] != step):
             last_eval = evaluate_and_log(step)
-        save(step)
-        result = LoopResult(step, last_eval, loss, interrupted or flag.stop, train_seconds,
-                            tokens)
+        save(step)  # (stopped in an evaluation: the last finished one, if any, is the record)
+        signame = signal.Signals(flag.signum).name if flag.stop else None
+        result = LoopResult(step, last_eval, loss, interrupted or flag.stop, signame,
+                            train_seconds, tokens)
         run_metrics = metrics(result)
         write("metrics.json", atomic_write_json, out / "metrics.json", run_metrics)
     return run_metrics

@@ -19,6 +19,7 @@ Shapes: P the number of parameters (all tensors flattened into one buffer), B th
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -66,6 +67,9 @@ class SingleProcess:
     def barrier(self):
         pass
 
+    def bcast_json(self, obj):
+        return obj
+
     def abort(self, code=1):
         raise SystemExit(code)
 
@@ -96,6 +100,17 @@ class MPIWorld:
 
     def barrier(self):
         self.comm.Barrier()
+
+    def bcast_json(self, obj):
+        """Rank 0's `obj` (anything JSON can hold) on every rank: its JSON text goes out as
+        raw bytes, its length first (no pickling)."""
+        data = json.dumps(obj, sort_keys=True).encode() if self.is_root else b""
+        n = np.array([len(data)], dtype=np.int64)
+        self.comm.Bcast(n, root=0)
+        buf = np.frombuffer(data, dtype=np.uint8).copy() if self.is_root else \
+            np.empty(int(n[0]), dtype=np.uint8)
+        self.comm.Bcast(buf, root=0)
+        return json.loads(buf.tobytes())
 
     def abort(self, code=1):
         """End every rank of the job now (mpiexec kills them): a rank that stops alone would
@@ -303,6 +318,23 @@ def together(world):
     if failed.any():
         first = int(np.flatnonzero(failed)[0])
         raise PeerFailed(f"rank {first} failed")
+
+
+def check_same_settings(world, settings):
+    """Every rank must run with rank 0's settings (a dict of the flags): one rank given another
+    --max-iters would wait in an all-reduce that the others never make, another --lr would
+    train its own model. Rank 0's settings are broadcast and compared; a rank that differs
+    raises ConfigError naming the first setting (inside `together`: every rank stops)."""
+    if world.size == 1:
+        return
+    theirs = world.bcast_json(settings)
+    mine = json.loads(json.dumps(settings, sort_keys=True))
+    for key in sorted(set(theirs) | set(mine)):
+        if theirs.get(key) != mine.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"this rank was started with {flag} {mine.get(key)!r} but rank 0 "
+                              f"with {theirs.get(key)!r}: every rank of mpiexec must get the "
+                              "same settings")
 
 
 def agreed(world, error):

@@ -13,6 +13,7 @@ checkpoint's training state without checking it, or save a state holding inf or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from ..data import tokenizer_for_model
 from ..errors import ConfigError, UserError
 from ..io.checkpoint import CKPT_NAME, CheckpointError, is_checkpoint, save_checkpoint
 from ..io.files import atomic_write_text, quote, read_text
+from ..io.lock import LOCK_NAME, check_free
 from ..models.registry import build_model, checkpoint_arch, config_from_dict
 
 
@@ -53,10 +55,12 @@ def check_out_folder(out, resume=False, overwrite=False):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {quote(out)} is a file, not a folder")
+    check_free(out)  # a run in progress there: say so first
     if resume or not out.exists():
         return
     try:
-        entries = sorted(e for e in os.listdir(out) if not _TEMP_FILE.fullmatch(e))
+        entries = sorted(e for e in os.listdir(out)
+                         if not _TEMP_FILE.fullmatch(e) and e != LOCK_NAME)
     except OSError as e:
         raise ConfigError(f"cannot read the --out folder {quote(out)}: {e.strerror}") from None
     if CKPT_NAME in entries:
@@ -85,7 +89,9 @@ def remove_stale_temp_files(out):
 
 def prepare_out_folder(out, resume, history):
     """Create the run folder; a resumed run's log keeps the rows up to its checkpoint
-    (`history`), a new run (or an overwrite) starts without log and metrics."""
+    (`history`). A new run in a folder that held one (--overwrite) leaves the old run's
+    log.jsonl and metrics.json alone here: the loop replaces them once the new run's first
+    checkpoint is safely written, so a run that fails before that loses nothing."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -93,10 +99,6 @@ def prepare_out_folder(out, resume, history):
                           f"{e.strerror or e}") from None
     if resume:  # drop the rows logged after the checkpoint was saved
         write_in_run(out, "log.jsonl", write_log, out / "log.jsonl", history)
-    else:
-        for name in ("log.jsonl", "metrics.json"):
-            if (out / name).is_file():
-                write_in_run(out, name, (out / name).unlink)
 
 
 # --- a checkpoint: its model, its training state, checked before use -----------------------------
@@ -245,27 +247,58 @@ def save_run(out, config, tokenizer, model, opt, step, data_rng):
 # --- while the run runs ----------------------------------------------------------------------
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+class EvaluationStopped(Exception):
+    """A signal came during an evaluation: the run stops without finishing it."""
+
+
 class StopFlag:
-    """Ctrl-C sets a flag that the loop checks between iterations, so we never save a
-    half-applied update. A second Ctrl-C interrupts at once."""
+    """Ctrl-C (SIGINT), a scheduler's stop (SIGTERM) or a closed terminal (SIGHUP) sets a flag
+    that the loop checks between iterations, so a run stops after the current step, saves, and
+    never saves a half-applied update. A second signal interrupts at once
+    (KeyboardInterrupt). `signum` is the first signal's number (None: none came)."""
 
     def __init__(self):
-        self.stop = False
-        self._old = None
+        self.signum = None
+        self._old = {}
+        self._now = False  # inside interruptible(): a signal stops what runs at once
+
+    @property
+    def stop(self):
+        return self.signum is not None
+
+    @contextlib.contextmanager
+    def interruptible(self, enabled=True):
+        """Inside, a first signal raises EvaluationStopped at once instead of waiting for the
+        end of the step: for an evaluation, which changes nothing and may be long. (A signal
+        that came before still lets it run: that is the final evaluation of a stopped run.)"""
+        self._now = enabled and not self.stop
+        try:
+            yield
+        finally:
+            self._now = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for s in STOP_SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.stop:
             raise KeyboardInterrupt
-        self.stop = True
+        self.signum = signum
+        if self._now:
+            self._now = False
+            raise EvaluationStopped(signum)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
 
 
 def progress_bar(total, initial, enabled):

@@ -13,17 +13,17 @@ Before anything is built, a run is checked: the settings (TrainConfig), the out 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..data import get_batch, load_corpus, prepare_data, tokenizer_for_model
-from ..errors import ConfigError, check_int, check_memory, check_real
+from ..data import get_batch, prepare_corpus, tokenizer_for_model
+from ..errors import ConfigError, check_int, check_memory, check_real, check_text
 from ..io.checkpoint import CheckpointError, load_checkpoint, validate_params
 from ..io.files import quote
+from ..io.lock import RunLock
 from ..models.gpt import GPT, POS_ENCODINGS, GPTConfig
 from ..models.llama import LlamaConfig
 from ..models.registry import (
@@ -36,7 +36,7 @@ from ..models.registry import (
 )
 from .loop import run_loop
 from .optim import AdamW, cosine_lr
-from .parallel import get_world, shard_rows, share_cores, together
+from .parallel import check_same_settings, get_world, shard_rows, share_cores, together
 from .run import (
     TrainingError,
     check_out_folder,
@@ -109,6 +109,12 @@ class TrainConfig:
         if not isinstance(name, str) or name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         preset = dict(PRESETS[name])
+        lr = overrides.get("lr")
+        if "min_lr" not in overrides and isinstance(lr, (int, float)) and \
+                0 < lr < preset["min_lr"]:
+            raise ConfigError(f"--lr {lr:g} is below the {name} preset's min-lr "
+                              f"{preset['min_lr']:g}, where its schedule ends; give --min-lr "
+                              f"too (e.g. {lr / 10:g})")
         if overrides.get("arch") == "llama":
             preset["dropout"] = 0.0
         return cls(**{**preset, "preset": name, **overrides})
@@ -121,11 +127,7 @@ class TrainConfig:
             return name.replace("_", "-")
 
         for name in ("data", "out"):
-            value = getattr(self, name)
-            value = os.fspath(value) if isinstance(value, os.PathLike) else value
-            if not isinstance(value, str):
-                raise ConfigError(f"{flag(name)} must be a string, got {value!r}")
-            setattr(self, name, value)
+            setattr(self, name, check_text(flag(name), getattr(self, name)))
         for name, choices in (("tokenizer", ("char", "bpe")), ("pos_encoding", POS_ENCODINGS),
                               ("preset", tuple(PRESETS)), ("arch", ARCHS)):
             value = getattr(self, name)
@@ -161,6 +163,10 @@ class TrainConfig:
                                            high_open=high is not None))
         if self.lr == 0:
             raise ConfigError("lr must be > 0, got 0")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min-lr {self.min_lr:g} is above lr {self.lr:g}: the schedule "
+                              f"would end higher than it peaks; give a --min-lr <= --lr (e.g. "
+                              f"{self.lr / 10:g})")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.tokenizer == "bpe" and self.vocab_size < 256:
@@ -273,16 +279,35 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
     - progress: show a progress bar (loss, lr, tokens/s, ETA)
     - callback: optional callback(row) for every log row (e.g. to plot live in a notebook)
     - overwrite: start a new run in a folder that holds one (only the run's files are
-      replaced); without it such a folder is refused, as is any non-empty folder without a run
+      replaced, once the new run's first checkpoint is written); without it such a folder is
+      refused, as is any non-empty folder without a run
     - world: numpygpt.training.parallel's world (default get_world(): one process, or the N
       ranks of `mpiexec -n N`, which train data-parallel; cfg.batch_size stays the global batch)
 
-    Ctrl-C stops after the current step, saves a checkpoint and returns with
-    metrics["interrupted"] True; a second Ctrl-C raises KeyboardInterrupt at once.
+    One process at a time trains in a folder (io.lock.RunLock): a second one is refused with the
+    first one's pid. Ctrl-C, SIGTERM or SIGHUP stops after the current step, saves a checkpoint
+    and returns with metrics["interrupted"] True; a second one raises KeyboardInterrupt at once.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     world = world if world is not None else get_world()
+    with together(world):  # first: ranks that disagree stop before anything is made
+        check_same_settings(world, {**asdict(cfg), "resume": resume, "overwrite": overwrite})
+    lock = RunLock(cfg.out, "numpygpt train")
+    try:
+        with together(world):  # rank 0 locks the folder; every rank stops if it cannot
+            check_run_memory(cfg)  # before reading or making anything: refused in milliseconds
+            if world.is_root:
+                check_out_folder(cfg.out, resume=resume, overwrite=overwrite)
+                lock.acquire()
+                check_out_folder(cfg.out, resume=resume, overwrite=overwrite)  # locked now
+        return _train(cfg, resume, progress, callback, world)
+    finally:
+        lock.release()
+
+
+def _train(cfg, resume, progress, callback, world):
+    """train(), with the folder locked."""
     out = Path(cfg.out)
     where = quote(out)
     # Data parallel (N > 1 ranks): the setup runs on every rank inside `together`, so an error
@@ -291,9 +316,6 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
     # machine, or a cluster's shared file system). With one process `together` does nothing.
     with together(world):
         rows = shard_rows(cfg.batch_size, world.rank, world.size)  # this rank's batch rows
-        check_run_memory(cfg)  # before reading anything: refused in milliseconds
-        if world.is_root:
-            check_out_folder(out, resume=resume, overwrite=overwrite)
         ckpt = tokenizer = None
         step, history = 0, []
         if resume:
@@ -316,11 +338,9 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
             _check_same_tokenizer(ckpt, cfg, tokenizer, where)
             log_path = out / "log.jsonl"
             history = read_history(log_path, step) if log_path.exists() else []
-        text, _ = load_corpus(cfg.data)
-        tokenizer, train_ids, val_ids = prepare_data(text, cfg.block_size, tokenizer,
-                                                     tokenizer_kind=cfg.tokenizer,
-                                                     vocab_size=cfg.vocab_size)
-        del text
+        tokenizer, train_ids, val_ids = prepare_corpus(cfg.data, cfg.block_size, tokenizer,
+                                                       tokenizer_kind=cfg.tokenizer,
+                                                       vocab_size=cfg.vocab_size)
 
         mcfg = cfg.model_config(tokenizer.vocab_size)
         check_run_memory(cfg, tokenizer.vocab_size)
@@ -363,13 +383,14 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
     def metrics(r):
         return {
             "step": r.step,
-            "train_loss": r.last_eval["train_loss"],
-            "val_loss": r.last_eval["val_loss"],
+            "train_loss": (r.last_eval or {}).get("train_loss"),
+            "val_loss": (r.last_eval or {}).get("val_loss"),
             "last_batch_loss": r.last_loss,
             "tokens_per_sec": r.tokens / r.train_seconds if r.train_seconds else None,
             "wall_seconds": time.perf_counter() - t_start,
             "n_params": model.num_params(),
             "interrupted": r.interrupted,
+            "signal": r.signal,  # what interrupted it: SIGINT (Ctrl-C), SIGTERM, SIGHUP
             "preset": cfg.preset,
             "arch": cfg.arch,
             "data": cfg.data,
@@ -382,7 +403,7 @@ def train(cfg, resume=False, progress=True, callback=None, overwrite=False, worl
         tokenizer=tokenizer, data_rng=data_rng,
         batch_grads=lambda: _accumulated_grads(model, train_ids, cfg, data_rng, *shard),
         evaluate=evaluate, metrics=metrics,
-        tokens_per_step=cfg.batch_size * cfg.block_size * cfg.grad_accum,
+        tokens_per_step=cfg.batch_size * cfg.block_size * cfg.grad_accum, resumed=resume,
         progress=progress, callback=callback, world=world, command="numpygpt train")
     return TrainResult(model, tokenizer, run_metrics, history)
 
