@@ -9,10 +9,14 @@ formulas render with no network.
 """
 
 import html as htmllib
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,7 @@ from latex2mathml import converter as l2m  # noqa: E402
 from notebook_outputs import output_text  # noqa: E402
 
 from numpygpt.cli import main  # noqa: E402
+from numpygpt.course import render  # noqa: E402
 from numpygpt.course import site as coursesite  # noqa: E402
 from numpygpt.course.notebooks import (  # noqa: E402
     CourseError,
@@ -65,7 +70,7 @@ def section(page_html, element_id):
 
 
 def test_split_math_hides_formulas_from_markdown():
-    text, maths = coursesite.split_math(
+    text, maths = render.split_math(
         "a $x_1 * y_2$ and $$\\sum_i a_i$$, `$not math$`, \\$5, "
         "\\begin{pmatrix} a \\\\ b \\end{pmatrix}\n\n```\n$code$\n```\n$a\n\nb$")
     assert maths == [("x_1 * y_2", False), ("\\sum_i a_i", True),
@@ -75,7 +80,7 @@ def test_split_math_hides_formulas_from_markdown():
 
 
 def test_markdown_keeps_tex_intact_and_links_pages():
-    md = coursesite._Markdown(mistune, coursesite.MathTypesetter(l2m))
+    md = render.Markdown(mistune, render.MathTypesetter(l2m))
     out = md("## A *title*\n\n$a_1 * b_1 = c_1 * d_1$ see [05](05_attention.ipynb#x).\n\n"
              "$$\\begin{aligned} a &= b \\\\ c &= d \\end{aligned}$$", "test")
     assert "<em>" in out and out.count("<math") == 2 and "<mtable" in out
@@ -85,7 +90,7 @@ def test_markdown_keeps_tex_intact_and_links_pages():
 
 
 def test_a_formula_that_cannot_be_typeset_is_shown_as_tex_and_counted():
-    typeset = coursesite.MathTypesetter(l2m)
+    typeset = render.MathTypesetter(l2m)
     out = typeset("\\nosuchcommand{x}", False, "here")
     assert 'class="tex-fallback"' in out and "$\\nosuchcommand{x}$" in out
     assert [f.where for f in typeset.fallbacks] == ["here"]
@@ -93,7 +98,7 @@ def test_a_formula_that_cannot_be_typeset_is_shown_as_tex_and_counted():
 
 def test_every_formula_of_the_course_typesets():
     """Every $...$ of every notebook and every answer converts to MathML (no TeX fallback)."""
-    typeset = coursesite.MathTypesetter(l2m)
+    typeset = render.MathTypesetter(l2m)
     n = 0
     for path in notebook_paths(NOTEBOOK_DIR):
         nb = nbformat.read(path, as_version=4)
@@ -103,7 +108,7 @@ def test_every_formula_of_the_course_typesets():
         texts += [(f"{path.stem} answer {q}", answer_markdown(solutions[q]))
                   for _, q in questions(nb) if q in solutions]
         for where, text in texts:
-            for tex, display in coursesite.split_math(text)[1]:
+            for tex, display in render.split_math(text)[1]:
                 typeset(tex, display, where)
                 n += 1
     assert n > 500
@@ -112,7 +117,7 @@ def test_every_formula_of_the_course_typesets():
 
 
 def test_terminal_text_keeps_what_a_terminal_shows():
-    assert coursesite._terminal_text("\x1b[31mred\x1b[0m\n10%\r50%\r100%\ndone") == \
+    assert render.terminal_text("\x1b[31mred\x1b[0m\n10%\r50%\r100%\ndone") == \
         "red\n100%\ndone"
 
 
@@ -284,6 +289,74 @@ def test_a_new_build_replaces_a_previous_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
+def _tiny_course(folder, code="1 + 1"):
+    return _write_course(folder, {"00_x.ipynb": _notebook([("md", "# 00 · X\n\nText.", {}),
+                                                           ("code", code, {})])})
+
+
+def test_a_rebuild_keeps_the_users_own_files_and_replaces_only_its_own(tmp_path):
+    course = _tiny_course(tmp_path / "nb")
+    out = tmp_path / "site"
+    coursesite.build_site(out, course, fast=True, log=lambda s: None)
+    listed = set(json.loads((out / coursesite.MARKER).read_text())["files"])
+    assert listed == {"00_x.html", "index.html", "style.css"}
+    (out / "notes.txt").write_text("mine")  # the user's own files in the site
+    (out / "img" / "mine.png").write_bytes(b"\x89PNG")
+    (out / "index.html").write_text("stale")  # the build's own file: replaced
+    coursesite.build_site(out, course, fast=True, log=lambda s: None)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "img" / "mine.png").read_bytes() == b"\x89PNG"
+    assert "stale" not in (out / "index.html").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb", "site"]  # nothing left beside
+
+
+def test_a_site_built_through_a_link_keeps_the_link(tmp_path):
+    course = _tiny_course(tmp_path / "nb")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    coursesite.build_site(tmp_path / "link", course, fast=True, log=lambda s: None)
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "real" / "index.html").is_file()
+    coursesite.build_site(tmp_path / "link", course, fast=True, log=lambda s: None)  # again
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "index.html").is_file()
+
+
+def test_the_folder_you_are_in_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    course = _tiny_course(tmp_path / "nb", "import time; time.sleep(60)")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    t0 = time.perf_counter()
+    assert main(["course", "build", "--notebooks", str(course), "--out", "."]) == 1
+    assert time.perf_counter() - t0 < 30  # refused before the notebook's minute of sleep
+    err = capsys.readouterr().err
+    assert "is the folder you are in" in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / "here").iterdir())
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_build_ends_in_one_line_and_leaves_the_old_site(tmp_path, sig, code):
+    course = _tiny_course(tmp_path / "nb", "import time; time.sleep(120)")
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / coursesite.MARKER).write_text("")
+    (out / "index.html").write_text("the old site")
+    p = subprocess.Popen([sys.executable, "-m", "numpygpt", "course", "build", "--fast",
+                          "--notebooks", str(course), "--out", str(out)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith("site.tmp-") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and p.poll() is None, p.communicate()
+        time.sleep(0.2)
+    time.sleep(3)  # the notebook's kernel is up and in its long cell
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("numpygpt course: interrupted"), err
+    assert (out / "index.html").read_text() == "the old site"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["nb", "site"]  # no temporary left
+
+
 # --------------------------------------------------------------------------------------------
 # The real course, built once in fast mode with the solutions put in
 
@@ -430,3 +503,23 @@ def test_formulas_render_offline_in_chromium(site, tmp_path):
     dark = sum(histogram[:110]) / sum(histogram)
     inked = sum(histogram[:250]) / sum(histogram)
     assert image.size == (1100, 1600) and 0.005 < dark < 0.5 and inked > 0.02, (dark, inked)
+
+
+def test_a_second_build_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+    from numpygpt.errors import UserError
+    from numpygpt.io.lock import RunLock
+
+    course = _tiny_course(tmp_path / "nb")
+    out = tmp_path / "site"
+    with RunLock(out, "numpygpt course build", path=tmp_path / ".site.numpygpt.lock"):
+        with pytest.raises(UserError, match=r"in use by numpygpt course build \(pid \d+"):
+            coursesite.build_site(out, course, fast=True, log=lambda s: None)
+    assert not out.exists()  # the refused build wrote nothing
+    coursesite.build_site(out, course, fast=True, log=lambda s: None)  # once it is free
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb", "site"]  # no lock left
+
+
+def test_a_solutions_file_without_blocks_is_read_as_none(tmp_path):
+    for text in ("", "# just a comment\nx = 1\n"):
+        (tmp_path / "00_x.py").write_text(text)
+        assert read_solutions(tmp_path / "00_x.py") == {}

@@ -64,7 +64,7 @@ def read_solutions(path):
     text = path.read_text(encoding="utf-8")
     marks = list(_BLOCK.finditer(text))
     blocks = {}
-    for m, nxt in zip(marks, [*marks[1:], None], strict=True):
+    for m, nxt in zip(marks, [*marks[1:], None][:len(marks)], strict=True):
         name = m.group(1)
         if name in blocks:
             raise CourseError(f"{path.name}: the block '# %% {name}' appears twice")

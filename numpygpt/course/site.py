@@ -14,27 +14,34 @@ with the solutions put in (`numpygpt.course.notebooks.with_solutions`) unless `s
 An exercise shows the stub the learner sees, with the solution folded under it; an open
 question shows its answer folded under it.
 
-Formulas are typeset at build time: `latex2mathml` turns the TeX into MathML, which browsers
-render natively, so the site needs no network and no script. The Markdown parser never sees a
-formula (each one is swapped for a placeholder first), so `_`, `*` and `\\` inside TeX survive.
-A formula latex2mathml cannot convert is shown as its TeX source in `<code class="tex-fallback">`
-and counted in `SiteBuild.math_fallbacks`.
+Formulas, Markdown, code and outputs are rendered by render.py (MathML, no network, no
+script); a formula that cannot be typeset is shown as TeX and counted in
+`SiteBuild.math_fallbacks`.
+
+A build never loses what is there: it runs the course in a temporary folder beside --out and
+swaps it in at the end, replacing only the files the previous build wrote (its marker lists
+them) and carrying the user's own files over; --out may be a link (it stays); Ctrl-C (SIGTERM,
+SIGHUP) interrupts the running notebook and stops with nothing changed.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import datetime
 import html
+import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import Stopped
+from ..io.lock import LOCK_NAME, RunLock
 from .notebooks import (
     CourseError,
     answer_markdown,
@@ -46,21 +53,22 @@ from .notebooks import (
     solutions_path,
     with_solutions,
 )
+from .render import (
+    Markdown,
+    MathTypesetter,
+    code_block,
+    outputs_html,
+    plain_text,
+    png_size,
+    split_math,
+    style_css,
+)
 
 MARKER = ".numpygpt-course-site"  # in every site we build; we only ever replace such a folder
 SITE_TITLE = "numpygpt: a GPT in pure NumPy, the course"
 
 # --------------------------------------------------------------------------------------------
 # What a build produced
-
-
-@dataclass
-class MathFallback:
-    """A formula latex2mathml could not typeset: the page shows its TeX source instead."""
-
-    where: str
-    tex: str
-    problem: str
 
 
 @dataclass
@@ -119,273 +127,6 @@ def _require():
 
 
 # --------------------------------------------------------------------------------------------
-# Formulas: find them, hide them from Markdown, typeset them to MathML
-
-# Fenced code blocks hold no math (their `$` are code).
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[^\n]*$", re.M | re.S)
-_MATH = re.compile(r"""
-      (?P<code>(?P<ticks>`+).+?(?P=ticks))                    # a code span: no math inside
-    | (?P<esc>\\\$)                                             # an escaped dollar
-    | \$\$(?P<display>.+?)\$\$                                  # $$ display $$
-    | (?P<env>\\begin\{(?P<envname>[A-Za-z]+\*?)\}.*?\\end\{(?P=envname)\})  # a bare environment
-    | \$(?P<inline>(?:\\.|[^$\\])+?)\$                         # $ inline $
-""", re.S | re.X)
-_PLACEHOLDER = re.compile(r"MATHPH(\d+)END")
-
-
-def split_math(markdown):
-    """Markdown with every formula swapped for a placeholder, and the formulas.
-
-    Returns (text, [(tex, display)]): formula n became the word `MATHPH<n>END`, which no
-    Markdown parser touches. Formulas are `$...$` (inline), `$$...$$` and a bare
-    `\\begin{env}...\\end{env}` (display), as Jupyter reads them; code spans, fenced code
-    and `\\$` are left alone, and an inline `$` never spans a blank line.
-    """
-    maths, parts, pos = [], [], 0
-    for fence in _FENCE.finditer(markdown):
-        parts.append(_split_math_text(markdown[pos:fence.start()], maths))
-        parts.append(fence.group(0))
-        pos = fence.end()
-    parts.append(_split_math_text(markdown[pos:], maths))
-    return "".join(parts), maths
-
-
-def _split_math_text(text, maths):
-    out, pos = [], 0
-    while True:
-        m = _MATH.search(text, pos)
-        if m is None:
-            out.append(text[pos:])
-            return "".join(out)
-        if m.group("code") or m.group("esc"):
-            out.append(text[pos:m.end()])
-            pos = m.end()
-            continue
-        tex = m.group("display") or m.group("env") or m.group("inline")
-        display = m.group("inline") is None
-        if not tex.strip() or re.search(r"\n[ \t]*\n", tex):
-            out.append(text[pos:m.start() + 1])  # not a formula: keep the '$' and go on
-            pos = m.start() + 1
-            continue
-        out.append(text[pos:m.start()] + f"MATHPH{len(maths)}END")
-        maths.append((tex.strip(), display))
-        pos = m.end()
-
-
-# latex2mathml (3.8x) has no `aligned`, `gathered` or `\arg`; these rewrite them into what it has.
-_TEX_REWRITES = [
-    (re.compile(r"\\begin\{aligned\}"), r"\\begin{align*}"),
-    (re.compile(r"\\end\{aligned\}"), r"\\end{align*}"),
-    (re.compile(r"\\arg(?![A-Za-z])"), r"\\operatorname{arg}"),
-]
-_UNCONVERTED = re.compile(r">[^<]*(\\[A-Za-z_%#$]+|&(?!#?\w+;))[^<]*<")
-# latex2mathml keeps TeX's escapes inside \text{...} (min\_lr): the reader wants min_lr
-_ESCAPED = re.compile(r"\\([_%#$])")
-# latex2mathml puts no space after \log, \ln, \exp...: TeX's thin space before an operand
-_FUNCTION = re.compile(r"(<mi>(?:arccos|arcsin|arctan|cos|cosh|det|exp|lg|ln|log|sin|sinh|tan|"
-                       r"tanh)</mi>|<msub><mi>log</mi><mn>[^<]*</mn></msub>)"
-                       r"(?=<(?:mi|mn|msub|msup|msubsup|mfrac|msqrt)[ >])")
-
-
-class MathTypesetter:
-    """TeX to MathML with latex2mathml; what it cannot do is counted and shown as TeX."""
-
-    def __init__(self, converter):
-        self._convert = converter.convert
-        self.fallbacks = []
-
-    def __call__(self, tex, display, where):
-        prepared = tex
-        for pattern, repl in _TEX_REWRITES:
-            prepared = pattern.sub(repl, prepared)
-        try:
-            mathml = self._convert(prepared, display="block" if display else "inline")
-            mathml = _FUNCTION.sub(r'\1<mspace width="0.167em"></mspace>', mathml)
-            mathml = _ESCAPED.sub(r"\1", mathml)
-            bad = _UNCONVERTED.search(mathml)
-            problem = f"left {bad.group(1)!r} unconverted" if bad else ""
-        except Exception as e:  # latex2mathml raises many kinds; any of them means "cannot"
-            problem = f"{type(e).__name__}: {e}"
-        if problem:
-            self.fallbacks.append(MathFallback(where, tex, problem))
-            delim = "$$" if display else "$"
-            return (f'<code class="tex-fallback" title="{html.escape(problem)}">'
-                    f"{html.escape(delim + tex + delim)}</code>")
-        return mathml
-
-
-# --------------------------------------------------------------------------------------------
-# Markdown and code
-
-
-def _slug(text, taken):
-    text = re.sub(r"<[^>]+>", "", _PLACEHOLDER.sub("", text))
-    slug = re.sub(r"[^\w]+", "-", html.unescape(text).lower(), flags=re.UNICODE).strip("-")
-    slug = slug or "section"
-    base, n = slug, 2
-    while slug in taken:
-        slug, n = f"{base}-{n}", n + 1
-    taken.add(slug)
-    return slug
-
-
-def _local_href(url):
-    """A link to a course notebook points to its page on the site."""
-    m = re.fullmatch(r"(?:\./)?(\d\d_[\w.-]+)\.ipynb(#.*)?", url)
-    return f"{m.group(1)}.html{m.group(2) or ''}" if m else url
-
-
-def _highlight(source):
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-
-    return highlight(source, _python_lexer(), HtmlFormatter(nowrap=True))
-
-
-def _python_lexer():
-    try:  # knows %magics and !shell lines; IPython brings it
-        from ipython_pygments_lexers import IPython3Lexer
-        return IPython3Lexer()
-    except ImportError:
-        from pygments.lexers import PythonLexer
-        return PythonLexer()
-
-
-def _code_block(source, cls="code"):
-    return f'<pre class="{cls}"><code>{_highlight(source)}</code></pre>\n'
-
-
-class _Markdown:
-    """Markdown + formulas to HTML, with ids on headings and .ipynb links made .html."""
-
-    def __init__(self, mistune, typeset):
-        self._mistune = mistune
-        self.typeset = typeset
-        self.taken = set()  # heading ids of the current page
-
-    def renderer(self):
-        md = self
-
-        class Renderer(self._mistune.HTMLRenderer):
-            def heading(self, text, level, **attrs):
-                slug = _slug(text, md.taken)
-                return (f'<h{level} id="{slug}">{text} <a class="anchor" href="#{slug}" '
-                        f'aria-label="link to this section">#</a></h{level}>\n')
-
-            def link(self, text, url, title=None):
-                return super().link(text, _local_href(url), title)
-
-            def codespan(self, text):
-                # GFM: a pipe inside a table cell's code span is written \| (else it would
-                # split the cell); the reader sees a plain |
-                return super().codespan(text.replace("\\|", "|"))
-
-            def block_code(self, code, info=None):
-                if info and info.split()[0].lower() in ("python", "py", "ipython", "python3"):
-                    return _code_block(code)
-                return super().block_code(code, info)
-
-        return Renderer(escape=False)
-
-    def __call__(self, text, where, inline=False):
-        text, maths = split_math(text)
-        parse = self._mistune.create_markdown(renderer=self.renderer(),
-                                              plugins=["table", "strikethrough", "url"])
-        out = parse(text)
-        if inline:  # one paragraph, without its <p>
-            out = re.sub(r"^\s*<p>(.*)</p>\s*$", r"\1", out, flags=re.S)
-        rendered = [self.typeset(tex, display, where) for tex, display in maths]
-
-        def block(m):
-            n = int(m.group(1))
-            return f'<div class="math-display">{rendered[n]}</div>'
-
-        out = re.sub(r"<p>\s*MATHPH(\d+)END\s*</p>",
-                     lambda m: block(m) if maths[int(m.group(1))][1] else m.group(0), out)
-
-        def place(m):
-            n = int(m.group(1))
-            return rendered[n] if n < len(rendered) else m.group(0)
-
-        return _PLACEHOLDER.sub(place, out)
-
-
-def _plain(html_text):
-    """Visible text of a bit of HTML (for alt text and titles)."""
-    text = re.sub(r"<annotation[^>]*>.*?</annotation>", "", html_text, flags=re.S)
-    text = re.sub(r"<[^>]+>", "", text)
-    return re.sub(r"\s+", " ", html.unescape(text)).strip()
-
-
-# --------------------------------------------------------------------------------------------
-# Outputs
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def _terminal_text(text):
-    """Text as a terminal would show it: no colour codes, a '\\r' rewrites its line."""
-    text = _ANSI.sub("", text).replace("\r\n", "\n")
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
-
-
-def _png_size(data):
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return None
-
-
-_IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
-
-
-def _outputs_html(outputs, save_image, md, where):
-    """The outputs of one code cell. `save_image(data, ext, metadata)` -> <img> HTML."""
-    parts, stream = [], None  # consecutive stream outputs of one name are one block
-    for out in outputs:
-        kind = out.get("output_type")
-        if kind == "stream":
-            name = out.get("name", "stdout")
-            if stream and stream[0] == name:
-                stream[1].append(out.get("text", ""))
-                continue
-            stream = (name, [out.get("text", "")])
-            parts.append(stream)
-            continue
-        stream = None
-        if kind in ("display_data", "execute_result"):
-            data = out.get("data", {})
-            image = next((m for m in _IMAGE_TYPES if m in data), None)
-            if image:
-                raw = data[image]
-                raw = raw.encode() if image == "image/svg+xml" else base64.b64decode(raw)
-                meta = out.get("metadata", {}).get(image, {})
-                parts.append(f'<div class="output image">'
-                             f'{save_image(raw, _IMAGE_TYPES[image], meta)}</div>\n')
-            elif "text/markdown" in data:
-                parts.append(f'<div class="output markdown">'
-                             f'{md(data["text/markdown"], where)}</div>\n')
-            elif "text/plain" in data:
-                text = html.escape(_terminal_text(data["text/plain"]))
-                parts.append(f'<pre class="output result">{text}</pre>\n')
-            elif "text/html" in data:
-                parts.append(f'<div class="output html">{data["text/html"]}</div>\n')
-        elif kind == "error":
-            trace = "\n".join(out.get("traceback", [])) or \
-                f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
-            parts.append(f'<pre class="output error">{html.escape(_terminal_text(trace))}'
-                         f"</pre>\n")
-    html_parts = []
-    for p in parts:
-        if isinstance(p, tuple):
-            text = _terminal_text("".join(p[1])).rstrip("\n")
-            if text:
-                html_parts.append(f'<pre class="output {p[0]}">{html.escape(text)}</pre>\n')
-        else:
-            html_parts.append(p)
-    return "".join(html_parts)
-
-
-# --------------------------------------------------------------------------------------------
 # Running a notebook
 
 
@@ -401,11 +142,15 @@ def kernel_env(fast):
     return env
 
 
-def run_notebook(nb, path, fast=True, timeout=3600):
+def run_notebook(nb, path, fast=True, timeout=3600, stop=None):
     """Execute `nb` (read from `path`) in place, in a fresh kernel, in `path`'s folder.
 
+    stop: a _StopRequest; while the notebook runs, a Ctrl-C (SIGTERM, SIGHUP) is passed on to
+    its kernel, which interrupts the running cell.
+
     Returns the run time in seconds. Raises CourseError naming the notebook and the cell if a
-    cell raises, times out, or the kernel dies.
+    cell raises, times out, or the kernel dies; the stop request's KeyboardInterrupt when a
+    signal asked to stop.
     """
     import subprocess
 
@@ -422,12 +167,78 @@ def run_notebook(nb, path, fast=True, timeout=3600):
                                      # plots at twice the pixels, shown at their usual size
                                      extra_arguments=["--InlineBackend.figure_formats=retina"])
     t0 = time.perf_counter()
+    failed = []
+
+    def work():
+        try:
+            # the kernel process's own stderr is jupyter's chatter; a cell's stderr is output
+            client.execute(env=kernel_env(fast), stderr=subprocess.DEVNULL)
+        except BaseException as e:
+            failed.append(e)
+
+    # The notebook runs in a thread of its own: nbclient then leaves the process's signal
+    # handlers alone (it would shut the kernel down mid-cell on Ctrl-C), and the main thread,
+    # waiting in short joins, stays free to take a signal (see _StopRequest).
+    if stop is not None:
+        stop.client = client
+    worker = threading.Thread(target=work, name="notebook", daemon=True)
+    worker.start()
     try:
-        # the kernel process's own stderr is jupyter's chatter; a cell's stderr is an output
-        client.execute(env=kernel_env(fast), stderr=subprocess.DEVNULL)
-    except Exception as e:
-        raise CourseError(_failure(path, nb, current["index"], e)) from None
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        if stop is not None:
+            stop.client = None
+    if failed:
+        if stop is not None and stop.signum is not None:
+            stop.raise_()  # the cell failed because we interrupted it
+        if not isinstance(failed[0], Exception):
+            raise failed[0]
+        raise CourseError(_failure(path, nb, current["index"], failed[0])) from None
     return time.perf_counter() - t0
+
+
+class _StopRequest:
+    """While the course builds: Ctrl-C, SIGTERM or SIGHUP sets the request and interrupts
+    the running notebook's kernel (the kernels run in a session of their own, so the
+    terminal's Ctrl-C does not reach them); the build then stops cleanly between steps. A
+    second signal stops at once."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                    if hasattr(signal, n))
+
+    def __init__(self):
+        self.signum, self.client, self._old = None, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            self.raise_()
+        self.signum = signum
+        pid = getattr(getattr(getattr(self.client, "km", None), "provisioner", None), "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGINT)  # the running cell raises KeyboardInterrupt
+            except OSError:
+                pass
+
+    def check(self):
+        """Between steps: stop here if a signal asked to."""
+        if self.signum is not None:
+            self.raise_()
+
+    def raise_(self):
+        if self.signum in (None, signal.SIGINT):
+            raise KeyboardInterrupt
+        raise Stopped(self.signum)
 
 
 def _failure(path, nb, index, exc):
@@ -521,7 +332,7 @@ def _intro(nb, path, md):
         if not re.search(r"[.!?][*_\"')]*$", summary.rstrip()) and first_goal:
             summary = first_goal  # the paragraph goes on in a formula: take the first goal
     summary = md(summary, f"{path.stem} summary", inline=True) if summary else ""
-    return _plain(md(title, path.stem, inline=True)), summary, goals
+    return plain_text(md(title, path.stem, inline=True)), summary, goals
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,7 +351,7 @@ def _page_html(page, prev, nxt, md, solutions, build_note):
         n_img += 1
         name = f"img/{stem}-{n_img}.{ext}"
         page.images.append((name, raw))
-        size = _png_size(raw) if ext == "png" else None
+        size = png_size(raw) if ext == "png" else None
         width = meta.get("width") or (size[0] if size else None)
         height = meta.get("height") or (size[1] if size else None)
         if size and not meta.get("height") and meta.get("width"):
@@ -556,7 +367,7 @@ def _page_html(page, prev, nxt, md, solutions, build_note):
             rendered = md(cell.source, where)
             heads = re.findall(r"<h\d[^>]*>(.*?)<a class=\"anchor\"", rendered, re.S)
             if heads:
-                section = _plain(heads[-1])
+                section = plain_text(heads[-1])
             if i in question_at:
                 name = question_at[i]
                 answer = ""
@@ -571,19 +382,19 @@ def _page_html(page, prev, nxt, md, solutions, build_note):
             else:
                 body.append(f'<div class="cell text">\n{rendered}</div>\n')
         elif cell.cell_type == "code":
-            outputs = _outputs_html(cell.get("outputs", []), save_image, md, where)
+            outputs = outputs_html(cell.get("outputs", []), save_image, md, where)
             if i in exercise_at:
                 name = exercise_at[i]
                 solution = ""
                 if name in solutions:
                     solution = (f'<details class="solution"><summary>show a solution</summary>\n'
-                                f"{_code_block(solutions[name].rstrip())}</details>\n")
+                                f"{code_block(solutions[name].rstrip())}</details>\n")
                 body.append(f'<section class="cell exercise" id="exercise-{name}">'
                             f'<div class="label">exercise: write <code>{html.escape(name)}'
-                            f"</code></div>\n{_code_block(src.cells[i].source)}{solution}"
+                            f"</code></div>\n{code_block(src.cells[i].source)}{solution}"
                             f"{outputs}</section>\n")
             elif cell.source.strip() or outputs:
-                body.append(f'<div class="cell code">\n{_code_block(cell.source)}{outputs}'
+                body.append(f'<div class="cell code">\n{code_block(cell.source)}{outputs}'
                             f"</div>\n")
     nav = _nav(prev, nxt)
     return _html_doc(
@@ -670,13 +481,42 @@ formulas are MathML.</p></footer>"""
 # The site folder: built aside, then swapped in
 
 
-def _check_out(out):
-    """Refuse an --out that is a file, or a non-empty folder that is not a site of ours."""
+def _site_files(folder):
+    """{relative path: True} of the files of a site folder, the marker excepted."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and p.name != MARKER}
+
+
+def _owned(out):
+    """The files of the site in `out` that an earlier build wrote (its marker lists them; a
+    marker of a build that kept no list: the pages, the style and the plots)."""
+    try:
+        listed = json.loads((out / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if isinstance(listed, list):
+        return {f for f in listed if isinstance(f, str)}
+    return {f for f in _site_files(out)
+            if f.endswith(".html") or f == "style.css" or re.fullmatch(r"img/[^/]+\.png", f)}
+
+
+def site_folder(out):
+    """The folder a build writes to: `out` itself, or the folder a link named `out` points
+    to (the link stays). Refuses what a build must not replace: a file, the folder the
+    command runs in (or one holding it), a non-empty folder that is not a site of ours."""
+    out = Path(out).expanduser()
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
     if out.exists() and not out.is_dir():
         raise CourseError(f"--out {out} is a file, not a folder")
+    here = Path.cwd().resolve()
+    if here == out.resolve() or here.is_relative_to(out.resolve()):
+        raise CourseError(f"--out {out} is the folder you are in (or holds it): a build "
+                          "replaces its folder whole; give a new one, e.g. --out site")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise CourseError(f"--out {out} is a non-empty folder that is not a course site built "
                           f"by numpygpt (it has no {MARKER} file); choose another folder")
+    return out
 
 
 def _make_tmp(out):
@@ -688,10 +528,20 @@ def _make_tmp(out):
 
 
 def _swap_in(tmp, out):
-    """Put the finished build `tmp` at `out`, replacing a previous build there."""
-    _check_out(out)  # again: the folder may have changed while the course ran
+    """Put the finished build `tmp` at `out`, replacing the previous build's own files there;
+    files a user added to the old site are carried over into the new one."""
+    site_folder(out)  # again: the folder may have changed while the course ran
     old = None
     if out.exists():
+        new_files = _site_files(tmp)
+        kept = sorted(_site_files(out) - _owned(out))
+        clash = [f for f in kept if f in new_files]
+        if clash:
+            raise CourseError(f"{out / clash[0]} was not written by the last build, and this "
+                              "build writes a file of that name; move it away and build again")
+        for f in kept:  # the user's files, into the new site
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / f, tmp / f)
         old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
         os.replace(out, old / "site")
     try:
@@ -707,12 +557,6 @@ def _swap_in(tmp, out):
 
 # --------------------------------------------------------------------------------------------
 # The build
-
-
-def _style_css():
-    from pygments.formatters import HtmlFormatter
-
-    return _CSS + HtmlFormatter(style="default").get_style_defs("pre.code")
 
 
 def build_site(out="site", notebooks=None, fast=False, stubs=False, timeout=3600, log=print,
@@ -733,14 +577,13 @@ def build_site(out="site", notebooks=None, fast=False, stubs=False, timeout=3600
         what = "is not a folder" if folder.exists() else "not found"
         raise CourseError(f"notebooks folder {folder} {what} (run this from a checkout of "
                           "numpygpt, or pass --notebooks DIR)")
-    out = Path(out).expanduser()
+    out = site_folder(out)  # before anything runs: a folder we may not replace is refused
     if out.resolve() == folder.resolve() or folder.resolve().is_relative_to(out.resolve()):
         raise CourseError(f"--out {out} would hold the notebooks themselves; choose another "
                           "folder")
-    _check_out(out)
 
     typeset = MathTypesetter(converter)
-    md = _Markdown(mistune, typeset)
+    md = Markdown(mistune, typeset)
     pages = [_load_page(p, nbformat, md, stubs) for p in notebook_paths(folder)]
     build = SiteBuild(out=out, pages=pages, fast=fast, stubs=stubs)
     today = datetime.date.today().isoformat()
@@ -750,39 +593,11 @@ def build_site(out="site", notebooks=None, fast=False, stubs=False, timeout=3600
             + ("Exercises ran as stubs (their checks say \u201cnot implemented yet\u201d)."
                if stubs else "Exercises ran with their solutions put in."))
 
-    tmp = _make_tmp(out)
-    try:
-        (tmp / "img").mkdir()
-        for k, page in enumerate(pages):
-            solutions = read_solutions(solutions_path(page.path))
-            nb = (copy.deepcopy(page.source) if stubs
-                  else with_solutions(page.source, solutions, page.path.name))
-            before = _snapshot(folder)
-            page.seconds = run_notebook(nb, page.path, fast=fast, timeout=timeout)
-            page.left_files = sorted(str(p) for p in _snapshot(folder) - before)
-            page.executed = nb
-            prev = pages[k - 1] if k else None
-            nxt = pages[k + 1] if k + 1 < len(pages) else None
-            text = _page_html(page, prev, nxt, md, solutions, note)
-            for name, raw in page.images:
-                (tmp / name).write_bytes(raw)
-            (tmp / page.html_name).write_text(text, encoding="utf-8")
-            log(f"[{k + 1:2d}/{len(pages)}] {page.path.name:<34} {page.seconds:6.1f} s  "
-                f"{len(page.images)} plot{'s' if len(page.images) != 1 else ''}")
-            if page.left_files:
-                warn(f"warning: {page.path.name} left files in {folder}: "
-                     + ", ".join(page.left_files))
-        (tmp / "index.html").write_text(_index_html(pages, note), encoding="utf-8")
-        (tmp / "style.css").write_text(_style_css(), encoding="utf-8")
-        (tmp / MARKER).write_text("A course site built by `python -m numpygpt course build`; "
-                                  "the next build replaces this whole folder.\n",
-                                  encoding="utf-8")
-        _swap_in(tmp, out)
-    except OSError as e:  # a full disk, a folder that changed hands while the course ran
-        raise CourseError(f"could not build the site in {out}: {e}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # one build at a time into a folder; the lock is beside it, as the folder is swapped whole
+    lock = RunLock(out, "numpygpt course build", path=out.parent / f".{out.name}{LOCK_NAME}",
+                   hint="")
+    with lock:
+        _build(out, folder, pages, md, note, fast, stubs, timeout, log, warn)
     build.math_fallbacks = typeset.fallbacks
     for f in build.math_fallbacks:
         warn(f"warning: {f.where}: formula shown as TeX ({f.problem}): {f.tex}")
@@ -793,95 +608,47 @@ def build_site(out="site", notebooks=None, fast=False, stubs=False, timeout=3600
     return build
 
 
-_CSS = """\
-:root {
-  --text: #1f2328; --muted: #59636e; --bg: #ffffff; --soft: #f6f8fa; --line: #d1d9e0;
-  --accent: #0b5cad; --ex: #fff8e6; --ex-line: #e3b341; --q: #eef6ff; --q-line: #7ab3ef;
-  --err: #fff0f0; --err-line: #e5534b;
-}
-* { box-sizing: border-box; }
-html { background: var(--bg); color: var(--text); }
-body {
-  margin: 0 auto; padding: 0 1.25rem 3rem; max-width: 62rem;
-  font: 17px/1.6 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Helvetica Neue",
-        Arial, "Noto Sans CJK SC", sans-serif;
-}
-a { color: var(--accent); }
-h1, h2, h3, h4 { line-height: 1.25; margin: 1.6em 0 0.6em; }
-h1 { font-size: 2rem; margin-top: 0.8em; }
-h2 { font-size: 1.45rem; border-bottom: 1px solid var(--line); padding-bottom: 0.2em; }
-h3 { font-size: 1.2rem; }
-a.anchor { visibility: hidden; text-decoration: none; color: var(--muted); font-weight: normal; }
-h1:hover a.anchor, h2:hover a.anchor, h3:hover a.anchor, h4:hover a.anchor { visibility: visible; }
-code, pre { font-family: ui-monospace, "SFMono-Regular", "DejaVu Sans Mono", Menlo, Consolas,
-            monospace; font-size: 0.86em; }
-:not(pre) > code { background: var(--soft); padding: 0.1em 0.3em; border-radius: 4px; }
-pre { margin: 0; padding: 0.7em 0.9em; overflow-x: auto; line-height: 1.45; }
-pre.code, pre.shell { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; }
-pre.code code, pre.shell code, pre.output { font-size: 13px; }
-.cell { margin: 1.1rem 0; }
-.cell.code > pre.code { border-bottom-left-radius: 0; border-bottom-right-radius: 0; }
-pre.output {
-  border: 1px solid var(--line); border-top: none; background: #fff; white-space: pre-wrap;
-  max-height: 36em; overflow: auto;
-}
-pre.output.stderr { background: #fffbea; }
-pre.output.error { background: var(--err); border-color: var(--err-line); }
-div.output { border: 1px solid var(--line); border-top: none; padding: 0.6em; background: #fff; }
-div.output.image { text-align: center; }
-img { max-width: 100%; height: auto; }
-.math-display { overflow-x: auto; overflow-y: hidden; margin: 0.9em 0; padding: 0.1em 0; }
-math { font-size: 1.08em;
-       font-family: "Latin Modern Math", "STIX Two Math", "Cambria Math", "DejaVu Math TeX Gyre",
-                    math; }
-math[display="block"] { margin: 0.4em 0; }
-menclose[notation="box"] { border: 1px solid currentColor; padding: 0.15em 0.3em; }
-mtd[columnalign="left"] { text-align: left; }
-mtd[columnalign="right"] { text-align: right; }
-code.tex-fallback { background: var(--err); color: #8b1a1a; }
-table { border-collapse: collapse; margin: 1em 0; display: block; overflow-x: auto; }
-th, td { border: 1px solid var(--line); padding: 0.35em 0.7em; text-align: left;
-         vertical-align: top; }
-th { background: var(--soft); }
-blockquote { margin: 1em 0; padding: 0 1em; color: var(--muted);
-             border-left: 4px solid var(--line); }
-.label { font-size: 0.8rem; font-weight: 600; letter-spacing: 0.03em; text-transform: uppercase;
-         color: var(--muted); margin-bottom: 0.35em; }
-.label code { text-transform: none; letter-spacing: 0; font-size: 0.95rem; }
-section.exercise { background: var(--ex); border: 1px solid var(--ex-line);
-                   border-left-width: 5px; border-radius: 6px; padding: 0.8em 1em; }
-section.exercise > pre.code { background: #fff; }
-section.question { background: var(--q); border: 1px solid var(--q-line);
-                   border-left-width: 5px; border-radius: 6px; padding: 0.6em 1em; }
-section.question h1, section.question h2, section.question h3 { margin-top: 0.4em; }
-details { margin: 0.7em 0 0.2em; }
-details > summary {
-  display: inline-block; cursor: pointer; list-style: none; user-select: none;
-  padding: 0.25em 0.8em; border: 1px solid var(--line); border-radius: 999px;
-  background: #fff; color: var(--accent); font-size: 0.9rem; font-weight: 600;
-}
-details > summary::-webkit-details-marker { display: none; }
-details > summary::before { content: "\\25B8\\00a0"; }
-details[open] > summary::before { content: "\\25BE\\00a0"; }
-details > summary:hover { background: var(--soft); }
-details[open] > summary { margin-bottom: 0.5em; }
-details.solution > pre.code { background: #fff; border-left: 4px solid #2da44e; }
-.answer-body { background: #fff; border: 1px solid var(--line); border-left: 4px solid #2da44e;
-               border-radius: 6px; padding: 0.2em 1em; }
-.top { padding: 0.8rem 0 0.4rem; border-bottom: 1px solid var(--line); }
-footer { margin-top: 3rem; border-top: 1px solid var(--line); padding-top: 0.8rem; }
-nav.pager { display: flex; justify-content: space-between; gap: 1em; font-size: 0.92rem; }
-nav.pager > * { flex: 1; }
-nav.pager .home { text-align: center; flex: 0 0 auto; }
-nav.pager .next { text-align: right; }
-.build-note, .source { color: var(--muted); font-size: 0.85rem; }
-.lead { font-size: 1.1rem; }
-ol.course-map { list-style: none; padding: 0; }
-ol.course-map > li { border: 1px solid var(--line); border-radius: 8px; padding: 0.2em 1.1em 0.6em;
-                     margin: 0.9em 0; }
-ol.course-map h2 { font-size: 1.2rem; border: none; margin: 0.6em 0 0.2em; }
-ol.course-map h2 a { text-decoration: none; }
-ol.course-map p { margin: 0.3em 0; }
-ol.course-map .exercises, ol.course-map .questions { font-size: 0.92rem; }
-ol.course-map details.goals > summary { font-size: 0.85rem; }
-"""
+def _build(out, folder, pages, md, note, fast, stubs, timeout, log, warn):
+    """Build the pages aside, in a temporary folder beside `out`, then swap them in."""
+    tmp = _make_tmp(out)
+    try:
+        with _StopRequest() as stop:
+            _build_pages(tmp, folder, pages, md, note, fast, stubs, timeout, log, warn, stop)
+            (tmp / "index.html").write_text(_index_html(pages, note), encoding="utf-8")
+            (tmp / "style.css").write_text(style_css(), encoding="utf-8")
+            marker = {"format": "numpygpt-course-site", "files": sorted(_site_files(tmp)),
+                      "note": "A course site built by `python -m numpygpt course build`; the "
+                              "next build replaces these files (and keeps any other)."}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+            stop.check()
+            _swap_in(tmp, out)
+    except OSError as e:  # a full disk, a folder that changed hands while the course ran
+        raise CourseError(f"could not build the site in {out}: {e}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_pages(tmp, folder, pages, md, note, fast, stubs, timeout, log, warn, stop):
+    """Run every notebook and write its page (and plots) into `tmp`."""
+    (tmp / "img").mkdir()
+    for k, page in enumerate(pages):
+        stop.check()
+        solutions = read_solutions(solutions_path(page.path))
+        nb = (copy.deepcopy(page.source) if stubs
+              else with_solutions(page.source, solutions, page.path.name))
+        before = _snapshot(folder)
+        page.seconds = run_notebook(nb, page.path, fast=fast, timeout=timeout, stop=stop)
+        page.left_files = sorted(str(p) for p in _snapshot(folder) - before)
+        page.executed = nb
+        prev = pages[k - 1] if k else None
+        nxt = pages[k + 1] if k + 1 < len(pages) else None
+        text = _page_html(page, prev, nxt, md, solutions, note)
+        for name, raw in page.images:
+            (tmp / name).write_bytes(raw)
+        (tmp / page.html_name).write_text(text, encoding="utf-8")
+        log(f"[{k + 1:2d}/{len(pages)}] {page.path.name:<34} {page.seconds:6.1f} s  "
+            f"{len(page.images)} plot{'s' if len(page.images) != 1 else ''}")
+        if page.left_files:
+            warn(f"warning: {page.path.name} left files in {folder}: "
+                 + ", ".join(page.left_files))
