@@ -266,7 +266,7 @@ class FinetuneGPT(GPT):
             default=cfg.n_layer)
         body = cache.body
         if stop < cfg.n_layer or {"ln_f.weight", "ln_f.bias"} & train:
-            dx, grads["ln_f.weight"], grads["ln_f.bias"] = ops.layernorm_backward(dxf, body.ln_f)
+            dx = self.layernorm_backward("ln_f", dxf, body.ln_f, grads)
         for i in reversed(range(stop, cfg.n_layer)):
             dx = self.block_backward(i, dx, body.blocks[i], grads)
         if embeddings:

@@ -197,8 +197,7 @@ class GPT(LanguageModel):
         # logits = xf @ wte.T  =>  dxf = dlogits @ wte,  dwte (head part) = dlogits.T @ xf
         dxf = (dlogits2 @ self.params["wte.weight"]).reshape(cache.xf.shape)  # (B, T, C)
         grads = {"wte.weight": dlogits2.T @ cache.xf.reshape(B * T, -1)}  # (V, C)
-        dx, grads["ln_f.weight"], grads["ln_f.bias"] = ops.layernorm_backward(dxf,
-                                                                              cache.body.ln_f)
+        dx = self.layernorm_backward("ln_f", dxf, cache.body.ln_f, grads)
         for i in reversed(range(self.config.n_layer)):
             dx = self.block_backward(i, dx, cache.body.blocks[i], grads)
         self.embeddings_backward(dx, cache.body, grads)
@@ -264,17 +263,19 @@ class GPT(LanguageModel):
         dg = self.linear_backward(pre + "mlp.c_proj", dm, cache.mlp_proj, grads)
         dh = ops.gelu_backward(dg, cache.gelu)
         dln2 = self.linear_backward(pre + "mlp.c_fc", dh, cache.c_fc, grads)
-        dx_mid_branch, grads[pre + "ln_2.weight"], grads[pre + "ln_2.bias"] = \
-            ops.layernorm_backward(dln2, cache.ln_2)
-        dx_mid = dx_out + dx_mid_branch
+        dx_mid = dx_out + self.layernorm_backward(pre + "ln_2", dln2, cache.ln_2, grads)
         # x_mid = x_in + a: likewise through the attention branch
         da = ops.dropout_backward(dx_mid, cache.attn_drop)
         dy = self.linear_backward(pre + "attn.c_proj", da, cache.c_proj, grads)
         dqkv = ops.attention_core_backward(dy, cache.attn)
         dln1 = self.linear_backward(pre + "attn.c_attn", dqkv, cache.c_attn, grads)
-        dx_in_branch, grads[pre + "ln_1.weight"], grads[pre + "ln_1.bias"] = \
-            ops.layernorm_backward(dln1, cache.ln_1)
-        return dx_mid + dx_in_branch
+        return dx_mid + self.layernorm_backward(pre + "ln_1", dln1, cache.ln_1, grads)
+
+    def layernorm_backward(self, name, dout, cache, grads):
+        """Backward through the layer norm `name` ("h.0.ln_1", "ln_f"): stores the gradients
+        of its weight and bias in `grads`, returns dx."""
+        dx, grads[name + ".weight"], grads[name + ".bias"] = ops.layernorm_backward(dout, cache)
+        return dx
 
     # The seam: the blocks reach their linear maps (LINEAR_MAPS) only through these two
     # methods, so that a model built on GPT can change what a linear map computes (numpygpt's
