@@ -380,6 +380,8 @@ details[open] > summary::before { content: "\\25BE\\00a0"; }
 details > summary:hover { background: var(--soft); }
 details[open] > summary { margin-bottom: 0.5em; }
 details.solution > pre.code { background: #fff; border-left: 4px solid #2da44e; }
+/* a hint in a notebook's text (<details><summary>Hint</summary> ...): set apart once opened */
+.cell.text > details[open] { border-left: 4px solid var(--ex-line); padding-left: 0.9em; }
 .answer-body { background: #fff; border: 1px solid var(--line); border-left: 4px solid #2da44e;
                border-radius: 6px; padding: 0.2em 1em; }
 .top { padding: 0.8rem 0 0.4rem; border-bottom: 1px solid var(--line); }

@@ -2,12 +2,14 @@
 
 An exercise asks the learner to write one piece of the model in a notebook cell (say, the
 layer-norm backward pass); its checker, called right after, runs the learner's function on
-small random float64 inputs, compares each result with the right answer (finite differences
-for gradients, the package's own code or a closed form for values) and prints, for every
-output, whether it is right; for a wrong one it says by how much (relative to the size of the
-expected tensor, so "twice too big" reads 1 and "a hundred times too big" reads 99), where (the
-worst element, yours next to the expected value) and, when the pattern is a known one, the
-likely mistake:
+small random float64 inputs (and, once those pass, often on float32 inputs as training uses),
+compares each result with the right answer (finite differences for gradients, the package's
+own code or a closed form for values) and prints, for every output, whether it is right.
+Tolerances follow the dtype: a correct answer computed in float32 is accepted, judged by
+float32's rounding rather than float64's. For a wrong output it says by how much (relative
+to the size of the expected tensor, so "twice too big" reads 1 and "a hundred times too big"
+reads 99), where (the worst element, yours next to the expected value) and, when the pattern
+is a known one, the likely mistake:
 
     >>> from numpygpt.course.exercises import check_layernorm_backward
     >>> report = check_layernorm_backward(my_layernorm_backward)
@@ -41,10 +43,21 @@ from .ch03_linear_gelu import check_gelu_backward, check_linear_backward
 from .ch04_layernorm import check_layernorm_backward
 from .ch05_attention import check_attention_backward, check_softmax_backward
 from .ch06_cross_entropy import check_cross_entropy_backward
-from .ch07_gpt import check_lm_head_backward, check_param_count
+from .ch07_gpt import (
+    check_block_backward,
+    check_dropout_backward,
+    check_dropout_forward,
+    check_lm_head_backward,
+    check_param_count,
+)
 from .ch08_optimisers import check_adamw_step
 from .ch09_training import check_cosine_lr
-from .ch10_sampling import check_top_p_filter, reference_top_p_filter
+from .ch10_sampling import (
+    check_cached_attention_step,
+    check_top_p_filter,
+    reference_cached_attention_step,
+    reference_top_p_filter,
+)
 from .ch11_inside_model import check_cosine_similarity, reference_cosine_similarity
 from .ch12_applications import check_prompt_targets, reference_prompt_targets
 from .ch13_bpe import check_merge
@@ -74,10 +87,12 @@ __all__ = [
     "check_layernorm_backward",
     "check_softmax_backward", "check_attention_backward",
     "check_cross_entropy_backward",
+    "check_dropout_forward", "check_dropout_backward", "check_block_backward",
     "check_lm_head_backward", "check_param_count", "param_count",
     "check_adamw_step",
     "check_cosine_lr",
     "reference_top_p_filter", "check_top_p_filter",
+    "reference_cached_attention_step", "check_cached_attention_step",
     "reference_cosine_similarity", "check_cosine_similarity",
     "reference_prompt_targets", "check_prompt_targets",
     "check_merge",

@@ -22,15 +22,24 @@ SEQUENCE_NLL_MISTAKES = [
 ]
 
 
+def _nll_case(label, T, V, seed, tokens, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    e = np.exp(randn(rng, T, V))
+    probs = (e / e.sum(-1, keepdims=True)).astype(dtype)
+    tokens = np.array(tokens)
+    p64 = probs.astype(np.float64)  # the expected value, exact for these (float32) numbers
+    expected = -np.mean(np.log(p64[np.arange(T), tokens]))
+    return Case((probs, tokens), ("nll",), (expected,), label, arg_names=("probs", "tokens"),
+                call=lambda f, a: as_scalar(f(*a)), after_pass=dtype != np.float64)
+
+
 def check_sequence_nll(fn, show=True):
     """fn(probs, tokens) -> the mean negative log-likelihood -(1/T) sum_t log P(x_t | x_<t),
-    with probs (T, V) the model's next-token distributions and tokens (T,) the actual tokens."""
-    rng = np.random.default_rng(9)
-    e = np.exp(randn(rng, 6, 8))
-    probs = e / e.sum(-1, keepdims=True)
-    tokens = np.array([3, 0, 4, 4, 1, 2])
-    expected = -np.mean(np.log(probs[np.arange(6), tokens]))
-    case = Case((probs, tokens), ("nll",), (expected,), arg_names=("probs", "tokens"),
-                call=lambda f, a: as_scalar(f(*a)))
-    return run("sequence negative log-likelihood", fn, [case], SEQUENCE_NLL_MISTAKES, {
+    with probs (T, V) the model's next-token distributions and tokens (T,) the actual tokens.
+    Tried on two sequences (one of a single token), then on float32 probabilities (a float32
+    model's); a float32 answer is judged by float32's rounding."""
+    cases = [_nll_case("T=6, V=8", 6, 8, 9, [3, 0, 4, 4, 1, 2]),
+             _nll_case("T=1", 1, 5, 10, [4]),
+             _nll_case("float32, T=5, V=7", 5, 7, 11, [6, 6, 0, 2, 5], np.float32)]
+    return run("sequence negative log-likelihood", fn, cases, SEQUENCE_NLL_MISTAKES, {
         "nll": "-(1/T) sum_t log probs[t, tokens[t]]"}, show)

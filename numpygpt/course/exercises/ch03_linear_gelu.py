@@ -54,11 +54,18 @@ LINEAR_MISTAKES = [
 
 
 def check_linear_backward(fn, show=True):
-    """fn(dout, cache) -> (dx, dw, db), with cache = (x, w) and x of shape (B, T, Din)."""
+    """fn(dout, cache) -> (dx, dw, db), with cache = (x, w) and x of shape (B, T, Din).
+    Tried with (B, T) = (2, 3) and (1, 1), Din != Dout, then in float32."""
     rng = np.random.default_rng(2)
-    case = grad_case(L.linear_forward, {"x": randn(rng, 2, 3, 4), "w": randn(rng, 4, 5),
-                                        "b": randn(rng, 5)}, ["x", "w", "b"], seed=2)
-    return run("linear backward", fn, [case], LINEAR_MISTAKES, {
+
+    def case(B, T, Din, Dout, seed, label="", dtype=np.float64):
+        return grad_case(L.linear_forward, {"x": randn(rng, B, T, Din), "w": randn(rng, Din, Dout),
+                                            "b": randn(rng, Dout)}, ["x", "w", "b"], seed=seed,
+                         label=label, dtype=dtype)
+
+    cases = [case(2, 3, 4, 5, 2), case(1, 1, 3, 2, 3, "B=1, T=1"),
+             case(2, 3, 4, 5, 4, "float32", np.float32)]
+    return run("linear backward", fn, cases, LINEAR_MISTAKES, {
         "call": "shapes: x (B, T, Din), w (Din, Dout), dout (B, T, Dout); each gradient has "
                 "the shape of what it is the gradient of",
         "dx": "every output y_j uses x through w[:, j]: which product gives x's shape?",
@@ -111,9 +118,15 @@ GELU_MISTAKES = [
 
 
 def check_gelu_backward(fn, show=True):
-    """fn(dout, cache) -> dx, with cache = (x, s), s = sigmoid(2u) as in layers/gelu.py."""
+    """fn(dout, cache) -> dx, with cache = (x, s), s = sigmoid(2u) as in layers/gelu.py.
+    Tried on a grid over [-3, 3] (0 included), on random x in the tails out to |x| = 6,
+    then in float32."""
     # a grid over the interesting range: both tails and the bend near 0
     x = np.linspace(-3.0, 3.0, 21).reshape(3, 7)
-    case = grad_case(L.gelu_forward, {"x": x}, ["x"], seed=3)
-    return run("GELU backward", fn, [case], GELU_MISTAKES, {
+    tails = np.random.default_rng(3).uniform(-6.0, 6.0, (2, 5))
+    cases = [grad_case(L.gelu_forward, {"x": x}, ["x"], seed=3),
+             grad_case(L.gelu_forward, {"x": tails}, ["x"], seed=4, label="|x| up to 6"),
+             grad_case(L.gelu_forward, {"x": x}, ["x"], seed=5, label="float32",
+                       dtype=np.float32)]
+    return run("GELU backward", fn, cases, GELU_MISTAKES, {
         "dx": "gelu(x) = x * s(x): the product rule, and s depends on x through u"}, show)

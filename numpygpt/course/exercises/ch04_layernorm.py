@@ -60,12 +60,22 @@ LAYERNORM_MISTAKES = [
 
 
 def check_layernorm_backward(fn, show=True):
-    """fn(dout, cache) -> (dx, dw, db), with cache = (x, w, mean, rstd)."""
+    """fn(dout, cache) -> (dx, dw, db), with cache = (x, w, mean, rstd). Tried on random
+    inputs far from zero mean, gains and biases, then (once that passes) with a single
+    position (B = T = 1) and in float32."""
     rng = np.random.default_rng(4)
-    case = grad_case(L.layernorm_forward, {"x": randn(rng, 2, 3, 6, scale=3.0) + 1.5,
-                                           "w": randn(rng, 6), "b": randn(rng, 6)},
-                     ["x", "w", "b"], seed=4)
-    return run("layer norm backward", fn, [case], LAYERNORM_MISTAKES, {
+
+    def args(*shape):
+        return {"x": randn(rng, *shape, scale=3.0) + 1.5, "w": randn(rng, shape[-1]),
+                "b": randn(rng, shape[-1])}
+
+    cases = [grad_case(L.layernorm_forward, args(2, 3, 6), ["x", "w", "b"], seed=4),
+             grad_case(L.layernorm_forward, args(1, 1, 5), ["x", "w", "b"], seed=5,
+                       label="B=1, T=1"),
+             grad_case(L.layernorm_forward, args(2, 3, 6), ["x", "w", "b"], seed=6,
+                       label="float32", dtype=np.float32)]
+    cases[1].after_pass = True  # a shape edge: worth a line once the main case passes
+    return run("layer norm backward", fn, cases, LAYERNORM_MISTAKES, {
         "dx": "x reaches xhat three ways: directly, through the mean and through rstd",
         "dw": "y = w * xhat + b, and w is used at every position",
         "db": "b is used at every position"}, show)

@@ -22,18 +22,29 @@ SOFTMAX_MISTAKES = [
 ]
 
 
+def _softmax_forward(s):
+    e = np.exp(s - s.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    return p, p
+
+
 def check_softmax_backward(fn, show=True):
-    """fn(p, dp) -> ds: the gradient through p = softmax(s) along the last axis."""
+    """fn(p, dp) -> ds: the gradient through p = softmax(s) along the last axis. Tried on
+    random scores, on causally masked ones (p = 0 above the diagonal: ds must be 0 there,
+    whatever dp is), then in float32."""
     rng = np.random.default_rng(5)
+    masked = randn(rng, 2, 4, 4)
+    masked[:, np.triu(np.ones((4, 4), bool), 1)] = -np.inf
 
-    def forward(s):
-        e = np.exp(s - s.max(-1, keepdims=True))
-        p = e / e.sum(-1, keepdims=True)
-        return p, p
+    def case(s, seed, label="", dtype=np.float64):
+        return grad_case(_softmax_forward, {"s": s}, ["s"], seed=seed, label=label,
+                         learner_args=lambda dp, p, out: (p, dp), arg_names=("p", "dp"),
+                         dtype=dtype)
 
-    case = grad_case(forward, {"s": randn(rng, 2, 3, 5)}, ["s"], seed=5,
-                     learner_args=lambda dp, p, out: (p, dp), arg_names=("p", "dp"))
-    return run("softmax backward", fn, [case], SOFTMAX_MISTAKES, {
+    cases = [case(randn(rng, 2, 3, 5), 5), case(masked, 6, "causal mask: p = 0 above the "
+                                                           "diagonal"),
+             case(randn(rng, 2, 3, 5), 7, "float32", np.float32)]
+    return run("softmax backward", fn, cases, SOFTMAX_MISTAKES, {
         "ds": "p_j = exp(s_j) / sum exp: write dp_j/ds_i for i = j and for i != j"}, show)
 
 
@@ -75,21 +86,27 @@ ATTENTION_MISTAKES = [
 
 def check_attention_backward(fn, show=True):
     """fn(dout, cache) -> (dx, dw_attn, db_attn, dw_proj, db_proj) for causal multi-head
-    attention, with the AttentionCache made by layers.attention_forward."""
+    attention, with the AttentionCache made by layers.attention_forward. Tried with 2 heads,
+    with 3 heads and B = 1, with a single position (T = 1), then in float32."""
     rng = np.random.default_rng(6)
-    C = 8
-    args = {"x": randn(rng, 2, 4, C), "w_attn": randn(rng, C, 3 * C, scale=0.5),
-            "b_attn": randn(rng, 3 * C, scale=0.5), "w_proj": randn(rng, C, C, scale=0.5),
-            "b_proj": randn(rng, C)}
 
-    def forward(*a):
-        return L.attention_forward(*a, n_head=2)
+    def case(B, T, C, nh, seed, label="", dtype=np.float64):
+        args = {"x": randn(rng, B, T, C), "w_attn": randn(rng, C, 3 * C, scale=0.5),
+                "b_attn": randn(rng, 3 * C, scale=0.5), "w_proj": randn(rng, C, C, scale=0.5),
+                "b_proj": randn(rng, C)}
 
-    # Compared with the package's backward rather than finite differences: the key bias has a
-    # zero gradient (softmax ignores a shift of all scores) that differences only resolve to
-    # ~1e-11, which would look like an error.
-    case = grad_case(forward, args, list(args), seed=6, reference=L.attention_backward)
-    return run("attention backward", fn, [case], ATTENTION_MISTAKES, {
+        def forward(*a):
+            return L.attention_forward(*a, n_head=nh)
+
+        # Compared with the package's backward rather than finite differences: the key bias
+        # has a zero gradient (softmax ignores a shift of all scores) that differences only
+        # resolve to ~1e-11, which would look like an error.
+        return grad_case(forward, args, list(args), seed=seed, label=label,
+                         reference=L.attention_backward, dtype=dtype)
+
+    cases = [case(2, 4, 8, 2, 6), case(1, 5, 6, 3, 7, "B=1, T=5, 3 heads"),
+             case(2, 1, 4, 2, 8, "T=1"), case(2, 4, 8, 2, 9, "float32", np.float32)]
+    return run("attention backward", fn, cases, ATTENTION_MISTAKES, {
         "call": "shapes: q, k, v (B, nh, T, hs), cache.probs (B, nh, T, T), dout (B, T, C)",
         "dx": "x feeds q, k and v: its gradient is the sum of the three paths",
         "dw_attn": "dq, dk and dv stacked back in the layout of the qkv projection's output",

@@ -42,22 +42,28 @@ CROSS_ENTROPY_MISTAKES = [
 
 def check_cross_entropy_backward(fn, show=True):
     """fn(dloss, cache) -> dlogits, with cache = (probs, yv, valid, n_valid, shape) as made
-    by layers.softmax_cross_entropy_forward. Tried with some targets ignored (-1) and with
-    all of them ignored (then the loss is 0 and so is its gradient)."""
+    by layers.softmax_cross_entropy_forward. Tried with some targets ignored (-1), with all
+    of them ignored (then the loss is 0 and so is its gradient), with none ignored, then in
+    float32 (dlogits of probs' dtype)."""
     rng = np.random.default_rng(7)
 
     def forward(z, y):
         return L.softmax_cross_entropy_forward(z, y)
 
+    def case(targets, seed, label, dtype=np.float64, hint=""):
+        return grad_case(forward, {"logits": randn(rng, *targets.shape, 6, scale=2.0),
+                                   "targets": targets}, ["logits"], seed=seed,
+                         arg_names=("dloss", "cache"), label=label, dtype=dtype,
+                         strict_dtype=True, hint=hint)
+
+    some = np.array([[0, -1, 2], [-1, 3, 4]])
     cases = [
-        grad_case(forward, {"logits": randn(rng, 2, 3, 6, scale=2.0),
-                            "targets": np.array([[0, -1, 2], [-1, 3, 4]])}, ["logits"],
-                  seed=7, arg_names=("dloss", "cache"), label="some targets ignored"),
-        grad_case(forward, {"logits": randn(rng, 2, 3, 6, scale=2.0),
-                            "targets": np.full((2, 3), -1)}, ["logits"], seed=8,
-                  arg_names=("dloss", "cache"), label="all targets ignored",
-                  hint="with every target ignored, n_valid is 0: nothing to learn from, so "
-                       "the gradient is all zeros (not 0/0 = nan)"),
+        case(some, 7, "some targets ignored"),
+        case(np.full((2, 3), -1), 8, "all targets ignored",
+             hint="with every target ignored, n_valid is 0: nothing to learn from, so the "
+                  "gradient is all zeros (not 0/0 = nan)"),
+        case(np.array([[5, 0, 0, 1]]), 9, "no target ignored"),
+        case(some, 10, "some targets ignored, float32", np.float32),
     ]
     return run("softmax cross-entropy backward", fn, cases, CROSS_ENTROPY_MISTAKES, {
         "dlogits": "the loss is the mean of -log softmax(z)[y] over the valid targets"}, show)

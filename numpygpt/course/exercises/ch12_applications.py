@@ -50,11 +50,17 @@ PROMPT_TARGETS_MISTAKES = [
 def check_prompt_targets(fn, show=True):
     """fn(ids, prompt_len) -> (x, y) for training on 'prompt -> answer' examples: x = ids[:-1],
     y = ids[1:] with every target that lies inside the prompt set to -1 (ignored), so the
-    loss only counts the answer. ids is (B, T+1), prompt_len the number of prompt tokens."""
-    ids = np.array([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6]])
-    case = Case((ids, 3), ("x", "y"), reference_prompt_targets(ids, 3),
-                arg_names=("ids", "prompt_len"), in_place=_PT_IN_PLACE)
-    return run("prompt masking for continuation tasks (prompt_len=3)", fn, [case],
+    loss only counts the answer. ids is (B, T+1), prompt_len the number of prompt tokens.
+    Tried with prompt_len = 3, with a one-token prompt (no target is a prompt token) and
+    with a prompt of T tokens (only the last target counts)."""
+    rng = np.random.default_rng(12)
+    tried = [("prompt_len=3", np.array([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6]]), 3),
+             ("prompt_len=1: nothing to mask", rng.integers(1, 20, (3, 5)), 1),
+             ("prompt_len=T=4: one answer token", rng.integers(1, 20, (2, 5)), 4)]
+    cases = [Case((ids, n), ("x", "y"), reference_prompt_targets(ids, n), label,
+                  arg_names=("ids", "prompt_len"), in_place=_PT_IN_PLACE)
+             for label, ids, n in tried]
+    return run("prompt masking for continuation tasks", fn, cases,
                PROMPT_TARGETS_MISTAKES, {
         "x": "the inputs are every token but the last", "y": "targets are the next tokens; "
         "a target that is still a prompt token is set to -1"}, show)

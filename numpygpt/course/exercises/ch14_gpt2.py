@@ -35,13 +35,19 @@ SURPRISAL_MISTAKES = [
 
 def check_token_surprisal(fn, show=True):
     """fn(logits (T, V), targets (T,)) -> (T,) surprisal in bits,
-    -log2 softmax(logits)[t, targets[t]], which must stay finite for logits around 1e3."""
+    -log2 softmax(logits)[t, targets[t]], which must stay finite for logits around 1e3.
+    Tried with logits around 1 and around 1e3, then with float32 logits around 1e3 (a
+    float32 model's: exp overflows there from 89 on)."""
     rng = np.random.default_rng(13)
     cases = []
-    for label, scale, offset in (("logits ~ 1", 2.0, 0.0), ("logits ~ 1e3", 30.0, 1000.0)):
-        z = randn(rng, 5, 6, scale=scale) + offset
+    for label, scale, offset, dtype in (("logits ~ 1", 2.0, 0.0, np.float64),
+                                        ("logits ~ 1e3", 30.0, 1000.0, np.float64),
+                                        ("logits ~ 1e3, float32", 30.0, 1000.0, np.float32)):
+        z = (randn(rng, 5, 6, scale=scale) + offset).astype(dtype)
         t = np.array([2, 0, 5, 5, 1])
-        cases.append(Case((z, t), ("bits",), (reference_token_surprisal(z, t),), label=label,
-                          arg_names=("logits", "targets")))
+        cases.append(Case((z, t), ("bits",), (reference_token_surprisal(z.astype(np.float64),
+                                                                        t),),
+                          label=label, arg_names=("logits", "targets"), strict_dtype=False,
+                          after_pass=dtype != np.float64))
     return run("token surprisal (bits)", fn, cases, SURPRISAL_MISTAKES, {
         "bits": "log softmax(z) = z - log sum exp(z), and log2 x = ln x / ln 2"}, show)

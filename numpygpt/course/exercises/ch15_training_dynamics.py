@@ -60,10 +60,15 @@ BIGRAM_MISTAKES = [
 def check_bigram_model(fn, show=True):
     """fn(ids (N,) int, V, smoothing) -> the (V, V) bigram table
     P[a, b] = (count(a -> b) + smoothing) / sum_b' (count(a -> b') + smoothing).
-    Token 4 only occurs last (its row has no counts), token 5 never occurs."""
+    Token 4 only occurs last (its row has no counts), token 5 never occurs: with smoothing
+    (1 and 0.1) their rows are uniform, without it (0) they are 0/0 = nan, as the exercise's
+    docstring says."""
     ids = np.array([0, 1, 2, 1, 2, 3, 0, 1, 1, 2, 0, 3, 3, 2, 4])
+    hints = {0.0: "with smoothing 0 the rows of tokens 4 and 5 (never followed by anything) "
+                  "are 0/0 = nan: divide the counts by their row sums, no special case"}
     cases = [Case((ids, 6, s), ("P",), (bigram_model(ids, 6, s),), label=f"smoothing={s}",
-                  arg_names=("ids", "V", "smoothing")) for s in (1.0, 0.1)]
+                  arg_names=("ids", "V", "smoothing"), hint=hints.get(s, ""))
+             for s in (1.0, 0.1, 0.0)]
     return run("bigram model", fn, cases, BIGRAM_MISTAKES, {
         "P": "count every neighbouring pair (ids[i], ids[i + 1]), add the smoothing, then "
              "normalise each row"}, show)

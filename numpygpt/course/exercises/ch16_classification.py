@@ -67,18 +67,20 @@ def check_classifier_backward(fn, show=True):
     """fn(dlogits, cache) -> (dh, dw, db), with cache = (h_shape, lengths, last, w) as made
     by layers.classifier_forward(h, lengths, w, b): h (B, T, C) right-padded hidden states,
     lengths (B,) the real lengths, last (B, C) = h[b, lengths[b] - 1], w (C, K).
-    Tried with padded sequences of different lengths, and with a sequence of length 1."""
+    Tried with padded sequences of different lengths, with a sequence of length 1, then in
+    float32."""
     rng = np.random.default_rng(16)
 
-    def case(lengths, seed, label):
+    def case(lengths, seed, label, dtype=np.float64):
         lengths = np.array(lengths)
         B, T = len(lengths), int(lengths.max())
         return grad_case(lambda h, w, b: L.classifier_forward(h, lengths, w, b),
                          {"h": randn(rng, B, T, 5), "w": randn(rng, 5, 3), "b": randn(rng, 3)},
                          ["h", "w", "b"], seed=seed, label=label,
-                         arg_names=("dlogits", "cache"))
+                         arg_names=("dlogits", "cache"), dtype=dtype)
 
-    cases = [case([4, 2, 3], 16, "padded batch"), case([1, 5], 17, "a sequence of length 1")]
+    cases = [case([4, 2, 3], 16, "padded batch"), case([1, 5], 17, "a sequence of length 1"),
+             case([4, 2, 3], 18, "padded batch, float32", np.float32)]
     return run("classification head backward", fn, cases, CLASSIFIER_MISTAKES, {
         "call": "shapes: dlogits (B, K); cache = (h_shape, lengths, last, w), last (B, C), "
                 "w (C, K); dh has h's shape (B, T, C)",

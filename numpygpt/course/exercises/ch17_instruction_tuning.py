@@ -79,20 +79,21 @@ SEQUENCE_MEAN_CE_MISTAKES = [
 def check_sequence_mean_ce_backward(fn, show=True):
     """fn(dloss, cache) -> dlogits (B, T, V), the gradient of sequence_mean_ce_forward's
     loss, with cache = (probs (B, T, V), targets (B, T)), targets -1 where ignored. Tried
-    with sequences whose numbers of counted targets differ, and with one sequence only."""
+    with sequences whose numbers of counted targets differ, with one sequence only, then in
+    float32."""
     rng = np.random.default_rng(17)
-    cases = [
-        grad_case(sequence_mean_ce_forward,
-                  {"logits": randn(rng, 3, 5, 6, scale=2.0),
-                   "targets": np.array([[-1, -1, 2, 4, 0], [-1, 5, 1, -1, -1],
-                                        [-1, -1, -1, -1, 3]])},
-                  ["logits"], seed=17, arg_names=("dloss", "cache"),
-                  label="3 sequences: 3, 2 and 1 targets"),
-        grad_case(sequence_mean_ce_forward,
-                  {"logits": randn(rng, 1, 4, 6, scale=2.0),
-                   "targets": np.array([[-1, 1, 1, -1]])},
-                  ["logits"], seed=18, arg_names=("dloss", "cache"), label="one sequence"),
-    ]
+    uneven = np.array([[-1, -1, 2, 4, 0], [-1, 5, 1, -1, -1], [-1, -1, -1, -1, 3]])
+
+    def case(targets, seed, label, dtype=np.float64):
+        return grad_case(sequence_mean_ce_forward,
+                         {"logits": randn(rng, *targets.shape, 6, scale=2.0),
+                          "targets": targets},
+                         ["logits"], seed=seed, arg_names=("dloss", "cache"), label=label,
+                         dtype=dtype)
+
+    cases = [case(uneven, 17, "3 sequences: 3, 2 and 1 targets"),
+             case(np.array([[-1, 1, 1, -1]]), 18, "one sequence"),
+             case(uneven, 19, "3 sequences, float32", np.float32)]
     return run("per-sequence mean cross-entropy backward", fn, cases,
                SEQUENCE_MEAN_CE_MISTAKES, {
                     "call": "shapes: dloss a number; cache = (probs (B, T, V), targets (B, T)); "

@@ -36,17 +36,19 @@ def check_lora_backward(fn, show=True):
     """fn(dout, cache) -> (dx, dA, dB), with cache = (x, w, A, B, u, scale) as made by
     layers.lora_forward(x, w, b, A, B, scale): x (B, T, Din), w (Din, Dout) frozen, A
     (Din, r), B (r, Dout), u = x @ A flattened to (N, r). w and b are frozen: no dw, no db.
-    Tried with B != 0 (after some training: at B = 0, dA would be 0) and with rank 1."""
+    Tried with B != 0 (after some training: at B = 0, dA would be 0), with rank 1, then in
+    float32."""
     rng = np.random.default_rng(18)
 
-    def case(r, alpha, seed, label):
-        w, b = randn(rng, 5, 4), randn(rng, 4)
+    def case(r, alpha, seed, label, dtype=np.float64):
+        w, b = randn(rng, 5, 4).astype(dtype), randn(rng, 4).astype(dtype)  # frozen
         scale = alpha / r
         return grad_case(lambda x, A, B: L.lora_forward(x, w, b, A, B, scale),
                          {"x": randn(rng, 2, 3, 5), "A": randn(rng, 5, r), "B": randn(rng, r, 4)},
-                         ["x", "A", "B"], seed=seed, label=label)
+                         ["x", "A", "B"], seed=seed, label=label, dtype=dtype)
 
-    cases = [case(2, 3.0, 18, "r=2, alpha=3"), case(1, 4.0, 19, "r=1, alpha=4")]
+    cases = [case(2, 3.0, 18, "r=2, alpha=3"), case(1, 4.0, 19, "r=1, alpha=4"),
+             case(2, 3.0, 20, "r=2, alpha=3, float32", np.float32)]
     returned = []
 
     def counted(dout, cache):

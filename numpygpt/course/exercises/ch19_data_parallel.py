@@ -9,9 +9,19 @@ from ...models.gpt import GPT, GPTConfig
 from .checking import Case, run, show_report, variant
 
 
-def _dp_model():
+def _dp_model(dtype=np.float64):
     cfg = GPTConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=8)
-    return GPT(cfg, seed=19, dtype=np.float64)
+    return GPT(cfg, seed=19, dtype=dtype)
+
+
+class _Shared:
+    """The model the workers run, handed through the checker's deep copies untouched."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype = model, dtype
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def _dp_worker(model, record=None):
@@ -116,7 +126,8 @@ def check_data_parallel_grads(fn, show=True):
     """fn(worker, x, y, N) -> (loss, grads): play N data-parallel workers on the global batch
     (x, y) of shape (B, T), worker(x_rows, y_rows) -> (mean loss, {name: gradient}) being one
     worker's forward and backward; the result must be the loss and gradients of the whole
-    batch. Tried with B=4, N=2 and B=6, N=3 on a one-block GPT in float64."""
+    batch. Tried with B=4, N=2, B=6, N=3 and B=3, N=1 (one worker) on a one-block GPT in
+    float64, then with a float32 model."""
     model = _dp_model()
     keys = list(model.params)
     sizes = [model.params[k].size for k in keys]
@@ -124,21 +135,24 @@ def check_data_parallel_grads(fn, show=True):
     calls = {}
 
     def flat(result):
-        # (loss, {name: grad}) -> (loss, one flat array in the model's order), if it is that
+        # (loss, {name: grad}) -> (loss, one flat array in the model's order), if it is that;
+        # ({name: grad}, loss), the two swapped, the same way round, for the report to say so
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             return result
-        loss, grads = result
+        swapped = isinstance(result[0], dict) and not isinstance(result[1], dict)
+        loss, grads = result[::-1] if swapped else result
         if not isinstance(grads, dict) or set(grads) != set(keys):
             return result
         try:
-            return loss, np.concatenate([np.asarray(grads[k], np.float64).ravel()
-                                         for k in keys])
+            grads = np.concatenate([np.asarray(grads[k]).ravel() for k in keys])
         except (ValueError, TypeError):
             return result
+        return (grads, loss) if swapped else (loss, grads)
 
     def call(f, args):
-        calls[id(f)] = []
-        return flat(f(_dp_worker(model, calls[id(f)]), *args))
+        x, y, N, shared = args
+        record = calls[id(f), len(x), N, shared.dtype] = []
+        return flat(f(_dp_worker(shared.model, record), x, y, N))
 
     def index(w):
         i = int(w[0])
@@ -146,16 +160,27 @@ def check_data_parallel_grads(fn, show=True):
         at = np.unravel_index(i - starts[j], model.params[keys[j]].shape)
         return f"grads['{keys[j]}'][{', '.join(str(int(a)) for a in at)}]"
 
+    # a float32 model, and a float64 one with the same (float32) weights for the expected
+    model32, wide = _dp_model(np.float32), _dp_model()
+    for k in keys:
+        wide.params[k][...] = model32.params[k]
     rng = np.random.default_rng(19)
     cases = []
-    for B, N in ((4, 2), (6, 3)):
+    for B, N, dtype in ((4, 2, np.float64), (6, 3, np.float64), (3, 1, np.float64),
+                        (4, 2, np.float32)):
         x, y = rng.integers(0, 7, (B, 6)), rng.integers(0, 7, (B, 6))  # (B, T)
-        _, loss = model.forward(x, y)
-        g = model.backward()  # the whole batch at once: what N workers must reproduce
+        whole = model if dtype == np.float64 else wide
+        _, loss = whole.forward(x, y)
+        g = whole.backward()  # the whole batch at once: what N workers must reproduce
         expected = (float(loss), np.concatenate([g[k].ravel() for k in keys]))
-        cases.append(Case((x, y, N), ("loss", "grads"), expected, f"B={B}, N={N}",
-                          threshold=1e-10, call=call, arg_names=("x", "y", "N"),
-                          index=index))
+        shared = _Shared(model if dtype == np.float64 else model32, np.dtype(dtype))
+        label = f"B={B}, N={N}" + (": one worker" if N == 1 else "") + \
+            ("" if dtype == np.float64 else ", float32 model")
+        # terms: a weight's gradient sums over the B T positions (and the workers' means)
+        cases.append(Case((x, y, N, shared), ("loss", "grads"), expected, label,
+                          call=call, arg_names=("x", "y", "N", "worker"), index=index,
+                          terms=B * 6, dtype=dtype, strict_dtype=False,
+                          after_pass=dtype != np.float64))
     report = run("data-parallel gradients", fn, cases, [
         (s, _named(m)) for s, m in DATA_PARALLEL_MISTAKES], {
         "call": "fn(worker, x, y, N): worker(x_rows, y_rows) returns (loss, grads); return "
@@ -164,7 +189,7 @@ def check_data_parallel_grads(fn, show=True):
         "grads": "a dict {name: gradient} with the worker's keys; the gradient of a mean is "
                  "the mean of the gradients"}, show=False)
     _prefer(report, DATA_PARALLEL_MISTAKES[0][0])
-    shapes = calls.get(id(fn))  # the last case's calls: B=6, N=3
+    shapes = calls.get((id(fn), 6, 3, np.dtype(np.float64)))  # the B=6, N=3 case's calls
     if report.ok and shapes is not None and shapes != [(2, 6)] * 3:
         report.fail("calls", f"the right numbers, but worker was called on "
                              f"{[s[0] for s in shapes]} rows (B=6, N=3): each of the N "

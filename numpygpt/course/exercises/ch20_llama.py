@@ -41,14 +41,16 @@ RMSNORM_MISTAKES = [
 def check_rmsnorm_backward(fn, show=True):
     """fn(dout, cache) -> (dx, dw), with cache = (x, rstd, w) as made by
     layers.rmsnorm_forward(x, w): x (B, T, C), rstd (B, T, 1) = 1 / sqrt(mean(x^2) + eps),
-    w (C,). Tried on inputs far from zero mean (where layer norm's extra term would show)
-    and with T = 1."""
+    w (C,). Tried on inputs far from zero mean (where layer norm's extra term would show),
+    with T = 1, then in float32."""
     rng = np.random.default_rng(20)
     cases = [grad_case(L.rmsnorm_forward, {"x": randn(rng, *shape, scale=2.0) + 1.5,
                                            "w": randn(rng, shape[-1])},
-                       ["x", "w"], seed=seed, label=label)
-             for shape, seed, label in [((2, 3, 6), 20, "B=2 T=3 C=6"),
-                                        ((1, 1, 5), 21, "B=1 T=1 C=5")]]
+                       ["x", "w"], seed=seed, label=label, dtype=dtype)
+             for shape, seed, label, dtype in [((2, 3, 6), 20, "B=2 T=3 C=6", np.float64),
+                                               ((1, 1, 5), 21, "B=1 T=1 C=5", np.float64),
+                                               ((2, 3, 6), 22, "B=2 T=3 C=6, float32",
+                                                np.float32)]]
     return run("RMSNorm backward", fn, cases, RMSNORM_MISTAKES, {
         "call": "shapes: dout (B, T, C); cache = (x, rstd, w), rstd of shape (B, T, 1)",
         "dx": "x reaches the output two ways: directly, and through rstd (every x_i changes "

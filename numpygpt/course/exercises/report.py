@@ -20,6 +20,9 @@ class Report:
     not_implemented: bool = False
     failed: list = field(default_factory=list)  # the wrong outputs with their case labels
     changed: list = field(default_factory=list)  # inputs the learner's function modified
+    remarked: list = field(default_factory=list)  # outputs of a case with more digits than asked
+    raised: list = field(default_factory=list)  # the errors the learner's code raised
+    said: list = field(default_factory=list)  # diagnoses said once for every case
 
     @property
     def ok(self):
@@ -34,10 +37,12 @@ class Report:
         else:
             self.fail(name, "wrong: " + text, details, hint)
 
-    def fail(self, name, message, details=(), hint=""):
-        """A wrong output: its line, then the indented details and the hint."""
-        self.lines.append(f"✗ {name}  {message}")
-        for d in [*details, *(["hint: " + hint] if hint else [])]:
+    def fail(self, name, message, details=(), hint="", quiet=False):
+        """A wrong output: its line, then the indented details and the hint (`quiet`: counted
+        in the verdict, not shown, for a diagnosis already said for an earlier case)."""
+        if not quiet:
+            self.lines.append(f"✗ {name}  {message}")
+        for d in [] if quiet else [*details, *(["hint: " + hint] if hint else [])]:
             if d.startswith("at "):  # a line of the learner's code: never wrapped
                 self.lines.append("    " + d)
             else:
