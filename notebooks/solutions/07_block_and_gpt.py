@@ -3,6 +3,68 @@
 # One block per exercise (`# %% <function name>`, it replaces the stub cell when the course runs
 # with solutions) and one per open question (`# %% <question name>`, Markdown in comments).
 
+# %% my_dropout_forward
+def my_dropout_forward(x, p, rng):
+    """Inverted dropout, forward.
+
+    Inputs:
+    - x: array of any shape
+    - p: the probability to drop an element, in [0, 1); p = 0 is evaluation (the identity)
+    - rng: np.random.Generator that draws the mask
+
+    Returns (out, cache): out has x's shape and dtype; cache is what the backward needs
+    """
+    if p == 0:
+        return x.copy(), None                                  # evaluation: nothing to draw
+    keep = rng.random(x.shape, dtype=x.dtype) >= p             # True with probability 1 - p
+    mask = keep * x.dtype.type(1 / (1 - p))                    # 0 or 1/(1-p): E[mask] = 1
+    return x * mask, mask                                      # the backward needs this mask
+
+# %% my_dropout_backward
+def my_dropout_backward(dout, cache):
+    """Inverted dropout, backward.
+
+    Inputs:
+    - dout: upstream gradient, the shape of the forward's output
+    - cache: what my_dropout_forward returned with the output
+
+    Returns: dx, the shape of dout
+    """
+    mask = cache
+    if mask is None:                                           # p = 0: out = x, so dx = dout
+        return dout.copy()
+    # out_i = x_i * mask_i depends on x_i alone, with the factor the forward drew
+    return dout * mask
+
+# %% my_block_backward
+def my_block_backward(dx_out, cache, grads):
+    """Backward pass of one transformer block (GPT.block_forward).
+
+    Inputs:
+    - dx_out: (B, T, C) gradient of the block's output x_out
+    - cache: the block's BlockCache: the cache of each layer's forward, under the names of
+      the forward listing above (cache.ln_1, cache.c_attn, cache.attn, cache.c_proj,
+      cache.attn_drop, cache.ln_2, cache.c_fc, cache.gelu, cache.mlp_proj, cache.mlp_drop)
+    - grads: a dict; store the gradient of each of the block's 12 parameters in it, under
+      "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", ..., "mlp.c_proj.bias"
+
+    Returns: dx_in, (B, T, C), the gradient of the block's input
+    """
+    # x_out = x_mid + drop(mlp(ln_2(x_mid))): the last step of the forward comes first
+    dm = L.dropout_backward(dx_out, cache.mlp_drop)
+    dg, grads["mlp.c_proj.weight"], grads["mlp.c_proj.bias"] = L.linear_backward(dm, cache.mlp_proj)
+    dh = L.gelu_backward(dg, cache.gelu)
+    dln2, grads["mlp.c_fc.weight"], grads["mlp.c_fc.bias"] = L.linear_backward(dh, cache.c_fc)
+    d_branch, grads["ln_2.weight"], grads["ln_2.bias"] = L.layernorm_backward(dln2, cache.ln_2)
+    dx_mid = dx_out + d_branch                                 # the skip, plus the MLP branch
+    # x_mid = x_in + drop(attn(ln_1(x_in))): the attention branch gets dx_mid
+    da = L.dropout_backward(dx_mid, cache.attn_drop)
+    dy, grads["attn.c_proj.weight"], grads["attn.c_proj.bias"] = L.linear_backward(da, cache.c_proj)
+    dqkv = L.attention_core_backward(dy, cache.attn)
+    dln1, grads["attn.c_attn.weight"], grads["attn.c_attn.bias"] = L.linear_backward(dqkv, cache.c_attn)
+    d_branch, grads["ln_1.weight"], grads["ln_1.bias"] = L.layernorm_backward(dln1, cache.ln_1)
+    return dx_mid + d_branch                                   # the skip, plus the attention branch
+
 # %% my_lm_head_backward
 def my_lm_head_backward(dlogits, cache):
     """Backward pass of the tied LM head: logits = x @ wte.T (no bias).
@@ -31,9 +93,9 @@ def my_lm_head_backward(dlogits, cache):
 #
 # the two effects add. That is the multivariable chain rule: the gradient with respect to a
 # shared value is the sum over its uses, the same rule that made the layer norm's $x$ collect
-# two terms (notebook 04) and the residual stream $dx = dout + df_{dx}$ (section 2). An average
+# two terms (notebook 04) and the residual stream $dx = dout + df_{dx}$ (section 3). An average
 # would be half the true gradient; keeping the larger part would be a different function's
-# gradient. The whole-model gradient check of section 5 catches either mistake.
+# gradient. The whole-model gradient check of section 7 catches either mistake.
 #
 # If training kept only the head's part, the input side of `wte` would never be trained: the
 # embedding rows would follow what the output layer wants, and the lookup's own signal (what
