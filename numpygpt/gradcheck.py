@@ -302,6 +302,23 @@ def layer_cases(seed=0):
             lambda logits, targets: L.softmax_cross_entropy_forward(logits, targets),
             L.softmax_cross_entropy_backward,
             {"logits": r(*targets.shape, V, scale=2.0), "targets": targets}, ["logits"]))
+    # preference tuning: a response's summed log-probability (prompt and padding ignored), and
+    # the DPO loss on pairs, with small and large margins (the stable softplus and sigmoid)
+    targets = np.array([[-1, 2, 4, -1], [-1, -1, 0, 5], [3, 3, 3, 3]])
+    cases.append(GradCase(
+        "sequence_logprob", "B=3 T=4, prompt and padding ignored",
+        lambda logits, targets: L.sequence_logprob_forward(logits, targets),
+        L.sequence_logprob_backward, {"logits": r(3, 4, V, scale=2.0), "targets": targets},
+        ["logits"]))
+    for label, scale, beta in [("B=4 beta=0.1", 3.0, 0.1), ("B=3 beta=2, |margins| ~ 30", 10.0,
+                                                               2.0)]:
+        B = 4 if beta < 1 else 3
+        cases.append(GradCase(
+            "dpo_loss", label, lambda *a, beta=beta: L.dpo_loss_forward(*a, beta),
+            L.dpo_loss_backward,
+            {"logp_c": r(B, scale=scale), "logp_r": r(B, scale=scale),
+             "ref_c": r(B, scale=scale), "ref_r": r(B, scale=scale)},
+            ["logp_c", "logp_r", "ref_c", "ref_r"]))
     cases += _llama_layer_cases(r)
     return cases
 

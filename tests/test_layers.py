@@ -60,6 +60,10 @@ GRADIENT_CHECKS = [
     ("softmax_cross_entropy", "B=1 T=1", "logits", 1e-7),
     ("softmax_cross_entropy", "B=2 T=3", "logits", 1e-7),
     ("softmax_cross_entropy", "ignored targets (-1)", "logits", 1e-7),
+    # preference tuning (DPO)
+    ("sequence_logprob", "B=3 T=4, prompt and padding ignored", "logits", 1e-7),
+    ("dpo_loss", "B=4 beta=0.1", "logp_c logp_r ref_c ref_r", 1e-7),
+    ("dpo_loss", "B=3 beta=2, |margins| ~ 30", "logp_c logp_r ref_c ref_r", 1e-7),
     # Llama's layers (more checks in tests/test_llama.py)
     ("rope", "B=1 nh=1 T=1", "x", 1e-7),
     ("rope", "B=2 nh=2 T=3 hs=6", "x", 1e-7),

@@ -30,6 +30,13 @@ from .attention import (
     causal_mask,
 )
 from .classifier import classifier_backward, classifier_forward
+from .dpo import (
+    dpo_loss_backward,
+    dpo_loss_forward,
+    dpo_margins,
+    sequence_logprob_backward,
+    sequence_logprob_forward,
+)
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward, gelu_reference_backward, gelu_reference_forward
@@ -71,6 +78,8 @@ __all__ = [
     "attention_forward", "attention_reference_backward", "attention_reference_forward",
     "causal_mask", "check_targets", "check_token_ids", "classifier_backward",
     "classifier_forward",
+    "dpo_loss_backward", "dpo_loss_forward", "dpo_margins", "sequence_logprob_backward",
+    "sequence_logprob_forward",
     "dropout_backward", "dropout_forward", "embedding_backward", "embedding_forward",
     "gelu_backward", "gelu_forward", "gelu_reference_backward", "gelu_reference_forward",
     "layernorm_backward", "layernorm_forward", "learned_positional_backward",
