@@ -198,13 +198,18 @@ def _by(metrics):
 
 
 def _add_finetune_flags(p):
-    from .finetune.run import FinetuneConfig
+    from .finetune.dpo import DPOConfig
+    from .finetune.run import TASKS, FinetuneConfig
 
     helps = {
         "ckpt": "the model to start from: a numpygpt checkpoint folder (default ./out, the "
                 "default `train` run), a GPT-2 folder in Hugging Face format, or gpt2, "
-                "gpt2-medium, ...",
-        "task": "classify (text -> label) or instruct (instruction -> response)",
+                "gpt2-medium, ...; number-translation: a new model unless given",
+        "task": "classify (text -> label), instruct (instruction -> response), or "
+                "number-translation (English number words -> Chinese numerals: a new model "
+                "trained by its own recipe, about 10 minutes)",
+        "keep": "instruct: the run's result, the last weights or the best by the held-out "
+                "answers' exact match at the evaluations (number-translation: best)",
         "data": "numpy-topics (classify), numpy-qa or numpy-summaries (instruct), or a file: "
                 "CSV/JSONL with text,label (classify) or JSONL with instruction, input, output "
                 "(instruct); default: numpy-topics / numpy-qa",
@@ -218,21 +223,42 @@ def _add_finetune_flags(p):
                     "context, else alpaca)",
         "eval_generate": "instruct: held-out instructions answered at the end (default 20)",
         "max_new_tokens": "instruct: the longest generated answer (default 80)",
+        "n_test": "number-translation: held-out test numbers answered at the end, the first N "
+                  "(default 0: all 10,009)",
         "lr": "peak learning rate (default: 2e-3 when only adapters or the head train, "
               "else 5e-4)",
         "min_lr_ratio": "the cosine schedule ends at lr times this (default 0.1)",
     }
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (only --max-iters, --eval-interval, "
-                        "--log-interval, --eval-generate, --max-new-tokens may change)")
+                        "--log-interval, --eval-generate, --max-new-tokens, --n-test may change)")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out folder that holds one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for f in fields(FinetuneConfig):
+    p.add_argument("--method", choices=["sft", "dpo"], default="sft",
+                   help="sft (default): learn the task's examples; dpo: preference-tune an "
+                        "instruction-tuned run (--init) on pairs of right and wrong answers")
+    dpo_helps = {
+        "init": "dpo: the instruction-tuned run to start from, also the frozen reference "
+                "(default ./out-finetune)",
+        "pairs": "dpo: a JSONL file of {instruction, input, chosen, rejected} (default: pairs "
+                 "made from the --init run's own wrong answers)",
+        "n_pairs": "dpo: training pairs to make from the run's mistakes (default 2000)",
+        "beta": "dpo: how far from the reference the model may move (default 0.1)",
+        "alpha": "dpo: weight of the chosen answers' NLL beside the DPO loss (default 1; 0: "
+                 "plain DPO)",
+    }
+    shown = {}
+    for f in [*fields(FinetuneConfig), *fields(DPOConfig)]:
+        if f.name in shown:
+            continue
+        shown[f.name] = True
         kind = {"int": int, "float": float, "str": str}[str(f.type)]
-        extra = {"task": {"choices": ["classify", "instruct"]}}.get(f.name, {})
+        extra = {"task": {"choices": list(TASKS)}, "keep": {"choices": ["last", "best"]}
+                 }.get(f.name, {})
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS,
-                       help=helps.get(f.name, f"(default {f.default})"), **extra)
+                       help=helps.get(f.name) or dpo_helps.get(f.name)
+                       or f"(default {f.default})", **extra)
 
 
 def cmd_finetune(args):
@@ -240,22 +266,34 @@ def cmd_finetune(args):
 
     import numpy as np
 
+    from .finetune.dpo import DPOConfig
     from .finetune.run import FinetuneConfig, finetune, resume_config
     from .training.run import check_out_folder
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--overwrite cannot be combined with --resume: choose one")
+    own = {f.name for f in fields(DPOConfig if args.method == "dpo" else FinetuneConfig)}
+    every = {f.name for f in (*fields(FinetuneConfig), *fields(DPOConfig))}
+    stray = sorted(n for n in every - own if hasattr(args, n))
+    if stray:
+        flag = "--" + stray[0].replace("_", "-")
+        raise ConfigError(f"{flag} is not a setting of --method {args.method}" + (
+            " (preference tuning starts from --init, an instruction-tuned run)"
+            if args.method == "dpo" else " (it is for --method dpo)"))
+    if args.method == "dpo":
+        return _finetune_dpo(args)
     given = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig)
              if hasattr(args, f.name)}
     if args.resume:
-        if args.overwrite:
-            raise ConfigError("--overwrite cannot be combined with --resume: choose one")
         out = given.pop("out", "out-finetune")
         cfg = resume_config(out, **given)
     else:
-        cfg = FinetuneConfig(**given)
+        cfg = FinetuneConfig.for_task(**given)
     check_out_folder(cfg.out, resume=args.resume, overwrite=args.overwrite)
     what = f"LoRA r={cfg.lora_rank}" if cfg.lora_rank else (
         "full fine-tuning" if cfg.freeze == "none" else f"--freeze {cfg.freeze}")
-    print(f"fine-tuning '{cfg.ckpt}' for {cfg.task} on '{cfg.data_name}' ({what}, "
+    print(f"fine-tuning {repr(cfg.ckpt) if cfg.ckpt else 'a new model'} for {cfg.task} on "
+          f"'{cfg.data_name}' ({what}, "
           f"{cfg.max_iters} iterations, batch {cfg.batch_size})", flush=True)
     quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
     with quiet:
@@ -280,7 +318,53 @@ def cmd_finetune(args):
             for row in m["answers"][:3]:
                 print(f"  {row['instruction']}\n    -> {row['answer']!r}\n"
                       f"    (reference {row['reference']!r})")
-        print(f"ask it: python -m numpygpt sample --ckpt {cfg.out} --prompt \"...\"")
+        if m.get("kept_step") is not None:
+            print(f"kept the weights of step {m['kept_step']} (held-out exact match "
+                  f"{m['val_exact_match']:.1%} at the evaluations)")
+        if m.get("n_test"):
+            print(f"test: exact match {m['test_exact_match']:.2%} on {m['n_test']:,} numbers "
+                  "never trained on")
+        print(f"ask it: python -m numpygpt respond --ckpt {cfg.out} \"...\"")
+    print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
+    if m["interrupted"]:
+        print(f"numpygpt finetune: interrupted{_by(m)} at step {m['step']}; the checkpoint is "
+              f"saved in '{cfg.out}' (continue with --resume)", file=sys.stderr)
+        return _interrupted(m["signal"])
+    return 0
+
+
+def _finetune_dpo(args):
+    """finetune --method dpo: preference tuning of an instruction-tuned run."""
+    import contextlib
+
+    import numpy as np
+
+    from .finetune import dpo
+
+    given = {name: getattr(args, name) for name in dpo.dpo_fields() if hasattr(args, name)}
+    if args.resume:
+        cfg = dpo.resume_config(given.pop("out", "out-dpo"), **given)
+    else:
+        cfg = dpo.DPOConfig(**given)
+    print(f"preference tuning (DPO, beta {cfg.beta:g}, alpha {cfg.alpha:g}) of '{cfg.init}' "
+          f"({cfg.max_iters} iterations, {cfg.batch_size} pairs a batch)", flush=True)
+    quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
+    with quiet:
+        result = dpo.dpo(cfg, resume=args.resume, progress=not args.no_progress,
+                         overwrite=args.overwrite)
+    m = result.metrics
+    status = "interrupted at" if m["interrupted"] else "finished"
+    first = m["initial"]
+    print(f"{status} step {m['step']} ({m['n_pairs']:,} training pairs, "
+          f"{m['n_eval_pairs']:,} held-out): kept the weights of step {m['kept_step']}")
+    if first.get("val_pref_accuracy") is not None:
+        print(f"held-out preference accuracy {first['val_pref_accuracy']:.1%} -> "
+              f"{m['val_pref_accuracy']:.1%}, margin {first['val_margin']:.3f} -> "
+              f"{m['val_margin']:.3f}; held-out exact match {first['val_exact_match']:.1%} -> "
+              f"{m['val_exact_match']:.1%}")
+    if m.get("n_test"):
+        print(f"test: exact match {m['test_exact_match']:.2%} on {m['n_test']:,} prompts "
+              "never trained on")
     print(f"saved checkpoint, log.jsonl and metrics.json in '{cfg.out}'")
     if m["interrupted"]:
         print(f"numpygpt finetune: interrupted{_by(m)} at step {m['step']}; the checkpoint is "
@@ -348,10 +432,11 @@ def cmd_sample(args):
 def _sample_finetuned(ckpt, args):
     """sample --ckpt on a fine-tuning run: an instruct run answers --prompt as an instruction
     (wrapped in its template, cut at the end of the response); a classifier says so."""
-    from .finetune.run import from_checkpoint, respond
+    from .finetune.answers import respond
+    from .finetune.run import from_checkpoint
 
     model, tokenizer, info = from_checkpoint(ckpt, args.ckpt)
-    if info["task"] != "instruct":
+    if info["task"] == "classify":
         raise ConfigError(f"'{args.ckpt}' is a classifier (fine-tuned for {info['task']}): it "
                           f"predicts labels, not text; see its metrics.json, or "
                           f"numpygpt.finetune.run.predict")
@@ -359,6 +444,36 @@ def _sample_finetuned(ckpt, args):
         raise ConfigError("--prompt: give the instruction to answer (this is an instruct run)")
     print(respond(model, tokenizer, info["template_obj"], args.prompt, "", args.tokens,
                   temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+    return 0
+
+
+def cmd_respond(args):
+    """One greedy response per prompt, one per line, from an instruction-tuned run."""
+    from .finetune.answers import respond_batch
+    from .finetune.run import load_finetuned
+    from .io.files import read_text
+
+    if bool(args.text) == bool(args.file):
+        raise ConfigError("give the prompts as arguments or with --file F (one per line), "
+                          "not both" if args.text else "give prompts to answer: respond --ckpt "
+                          "RUN \"twelve\" ..., or --file F (one prompt per line)")
+    _check_tokens("--max-new-tokens", args.max_new_tokens or 0)
+    model, tokenizer, info = load_finetuned(args.ckpt)
+    if info["task"] == "classify":
+        raise ConfigError(f"'{args.ckpt}' is a classifier: it predicts labels, not text (see "
+                          f"numpygpt.finetune.run.predict)")
+    prompts = list(args.text)
+    if args.file:
+        text = read_text(args.file, "--file", max_bytes=16 << 20)
+        prompts = text.splitlines()
+    examples = [{"instruction": p, "input": ""} for p in prompts]
+    n_new = args.max_new_tokens or info.get("max_new_tokens") or 80
+    answers = respond_batch(model, tokenizer, info["template_obj"],
+                            [e for e in examples if e["instruction"].strip()], n_new)
+    it = iter(answers)
+    for e in examples:  # a blank line of the file answers with a blank line: lines stay aligned
+        answer = next(it) if e["instruction"].strip() else ""
+        print(answer.replace("\n", "\\n"))  # one response, one line
     return 0
 
 
@@ -568,6 +683,17 @@ def build_parser():
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("respond", help="answer prompts with an instruction-tuned run: one "
+                                       "greedy response per line")
+    p.add_argument("text", nargs="*", help="the prompts (instructions) to answer")
+    p.add_argument("--ckpt", default="out-finetune",
+                   help="a fine-tuned instruction run (finetune --task instruct or "
+                        "number-translation; default ./out-finetune)")
+    p.add_argument("--file", default=None, help="answer each line of this UTF-8 file instead")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="the longest answer (default: the run's own --max-new-tokens)")
+    p.set_defaults(func=cmd_respond)
 
     p = sub.add_parser("bench", help="time a training step (and vs PyTorch with --vs-torch)")
     p.add_argument("--config", choices=["baby", "small", "all", "gpt2-finetune"],

@@ -9,7 +9,8 @@ import pytest
 from clirun import run
 
 from numpygpt.errors import UserError
-from numpygpt.finetune.run import FinetuneConfig, finetune, load_finetuned, predict, respond
+from numpygpt.finetune.answers import respond
+from numpygpt.finetune.run import FinetuneConfig, finetune, load_finetuned, predict
 from numpygpt.io.checkpoint import load_checkpoint
 from numpygpt.training.train import TrainConfig, train
 

@@ -28,7 +28,7 @@ import numpy as np
 from .. import layers as L
 from ..errors import ConfigError, check_int, check_real
 from ..kernels import ops
-from ..models.base import check_idx, cross_entropy
+from ..models.base import ModelCache, check_idx, cross_entropy
 from ..models.gpt import GPT, LINEAR_MAPS, BodyCache
 
 LORA_TARGETS = LINEAR_MAPS  # every linear map of a block can carry an adapter
@@ -236,9 +236,11 @@ class FinetuneGPT(GPT):
 
     # --- backward: the core's pieces, only as far down as something trains ---------------
 
-    def backward(self):
+    def backward(self, dlogits=None):
         """Gradients of the mean loss of the last forward(idx, targets) or classify(idx,
-        lengths, labels) call, for the parameters in model.trainable only.
+        lengths, labels) call, for the parameters in model.trainable only. Or, with dlogits
+        (B, T, V): of any loss of the last forward(idx)'s logits, given its gradient with
+        respect to them (a loss computed outside the model: preference tuning's, dpo.py).
 
         The work that serves only frozen parameters is skipped: the dw product of every
         frozen linear map, the head's dwte product when wte is frozen, and everything below
@@ -246,10 +248,16 @@ class FinetuneGPT(GPT):
 
         Returns a dict with the names in model.trainable, in params order.
         """
-        cache = self._loss_cache()
         cfg, p, train = self.config, self.params, self._trainable
         grads = {}
-        dlogits = ops.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V) or (B, K)
+        if dlogits is None:
+            cache = self._loss_cache()
+            dlogits = ops.softmax_cross_entropy_backward(1.0, cache.loss)  # (B, T, V) or (B, K)
+        else:
+            cache = self._cache
+            if not isinstance(cache, ModelCache) or dlogits.shape[:2] != cache.xf.shape[:2]:
+                raise RuntimeError("backward(dlogits) needs a forward(idx) call first, and "
+                                   "dlogits of the shape of its logits")
         if isinstance(cache, ClassifyCache):
             dxf, grads[HEAD[0]], grads[HEAD[1]] = L.classifier_backward(dlogits, cache.head)
         else:  # the LM head: logits = xf @ wte.T

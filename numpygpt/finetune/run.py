@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_gpt2_tokenizer, tokenizer_for_model
+from ..data import CharTokenizer, load_gpt2_tokenizer, tokenizer_for_model
 from ..errors import ConfigError, UserError, check_int, check_memory, check_real, check_text
 from ..io import hf_gpt2, hub
 from ..io.checkpoint import CheckpointError, load_checkpoint, validate_params
@@ -52,24 +52,33 @@ from ..training.run import (
     restore_state,
     resume_state,
 )
-from . import scores, tasks
+from . import numbers, tasks
+from .answers import evaluate_answers, exact_match_rate
 from .model import HEAD, LORA_TARGETS, FinetuneGPT
 
-TASKS = ("classify", "instruct")
-DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa"}
+TASKS = ("classify", "instruct", "number-translation")
+DEFAULT_DATA = {"classify": "numpy-topics", "instruct": "numpy-qa",
+                "number-translation": "number-translation"}
+# A task's own recipe: defaults that replace the general ones (a flag given still wins).
+# number-translation trains the model of numbers.NEW_MODEL from scratch (about 10 minutes on
+# 2 cores) and keeps the checkpoint whose dev numbers it answers best.
+RECIPES = {"number-translation": dict(ckpt="", batch_size=64, max_iters=1000, lr=1e-3,
+                                      warmup_iters=50, eval_interval=100, max_new_tokens=12,
+                                      keep="best")}
 BPE_WINDOW_CHARS = 400  # numpy-topics windows for a BPE model (~100 GPT-2 tokens)
 # Settings a resumed run may change: how long it runs and what it reports. The others define
 # the run (the data, the model, what trains, the optimizer) and must stay.
 RESUMABLE = ("out", "max_iters", "lr_decay_iters", "eval_interval", "log_interval", "eval_generate",
-             "max_new_tokens")
+             "max_new_tokens", "n_test")
 
 
 @dataclass
 class FinetuneConfig:
     """Everything that defines a fine-tuning run (the CLI's flags)."""
 
-    ckpt: str = "out"  # a numpygpt checkpoint folder, a GPT-2 folder, or a name: gpt2, ...
-    task: str = "classify"  # "classify" or "instruct"
+    ckpt: str = "out"  # a numpygpt checkpoint folder, a GPT-2 folder, a name: gpt2, ...; ""
+    # (number-translation only): a new model, trained from scratch
+    task: str = "classify"  # "classify", "instruct" or "number-translation" (an instruct task)
     data: str = ""  # "" = the task's default (numpy-topics / numpy-qa), a built-in or a file
     out: str = "out-finetune"
     # what trains
@@ -81,6 +90,10 @@ class FinetuneConfig:
     template: str = ""  # "" = by context length: "compact" below 256 tokens, else "alpaca"
     eval_generate: int = 20  # held-out instructions answered by generation at the end
     max_new_tokens: int = 80  # at most this many tokens per generated answer
+    n_test: int = 0  # held-out test examples answered at the end (0: all; else that many,
+    # spread evenly over the test set; number-translation)
+    keep: str = "last"  # the run's result: the "last" weights, or the "best" by the exact
+    # match of the held-out examples' greedy answers at the evaluations
     # optimisation
     batch_size: int = 16
     max_iters: int = 300
@@ -107,7 +120,7 @@ class FinetuneConfig:
         for name in ("batch_size", "eval_interval", "log_interval"):
             setattr(self, name, check_int(flag(name), getattr(self, name), minimum=1))
         for name in ("lora_rank", "max_iters", "warmup_iters", "lr_decay_iters", "eval_generate",
-                     "max_new_tokens", "seed"):
+                     "max_new_tokens", "n_test", "seed"):
             setattr(self, name, check_int(flag(name), getattr(self, name), minimum=0))
         for name, low, high in (("lora_alpha", 0.0, None), ("lr", 0.0, None),
                                 ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, None),
@@ -120,7 +133,15 @@ class FinetuneConfig:
         if self.template and self.template not in tasks.TEMPLATES:
             raise ConfigError(f"--template must be one of {', '.join(tasks.TEMPLATES)}; "
                               f"got {self.template!r}")
-        if self.template and self.task != "instruct":
+        if self.keep not in ("last", "best"):
+            raise ConfigError(f"--keep must be last or best; got {self.keep!r}")
+        if self.keep == "best" and self.kind != "instruct":
+            raise ConfigError("--keep best chooses by the answers to held-out instructions: "
+                              "it is for instruction tasks")
+        if not self.ckpt and self.task != "number-translation":
+            raise ConfigError("--ckpt is needed: a model to fine-tune (only number-translation "
+                              "trains a new one from scratch)")
+        if self.template and self.kind != "instruct":
             raise ConfigError("--template is for --task instruct (a classifier has no prompt)")
         # ASCII digits only: str.isdigit also takes "²" and "①", which int() refuses
         if self.freeze not in ("none", "embeddings", "body") and \
@@ -130,10 +151,21 @@ class FinetuneConfig:
         if self.lora_rank and self.freeze != "none":
             raise ConfigError("--freeze cannot be combined with --lora-rank: LoRA freezes every "
                               "base weight already (only the adapters and a head train)")
-        if self.freeze == "body" and self.task == "instruct":
+        if self.freeze == "body" and self.kind == "instruct":
             raise ConfigError("--freeze body leaves nothing to train for --task instruct (its "
                               "head is the frozen token embedding); freeze K blocks or use "
                               "--lora-rank")
+
+    @classmethod
+    def for_task(cls, **given):
+        """The config of `given` (field -> value), over the task's recipe (RECIPES), over the
+        general defaults."""
+        return cls(**{**RECIPES.get(given.get("task", cls.task), {}), **given})
+
+    @property
+    def kind(self):
+        """"classify" or "instruct" (number-translation is an instruction task)."""
+        return "classify" if self.task == "classify" else "instruct"
 
     @property
     def data_name(self):
@@ -172,12 +204,29 @@ class FinetuneResult:
 # --- the base model ---------------------------------------------------------------------------
 
 
-def load_base(ckpt, dropout=0.0):
-    """The pretrained model to fine-tune: (model, tokenizer, description).
+def new_model(dropout=0.0, seed=0):
+    """number-translation's model from scratch: (model, tokenizer, description). The sizes
+    of numbers.NEW_MODEL, a character tokenizer of the task's characters and the compact
+    prompt template's."""
+    template = tasks.TEMPLATES["compact"]
+    chars = set(numbers.alphabet() + template.without_input.format(instruction="")
+                + template.end)
+    tokenizer = CharTokenizer("".join(sorted(chars)))
+    mcfg = GPTConfig(vocab_size=tokenizer.vocab_size, dropout=dropout, **numbers.NEW_MODEL)
+    what = (f"a new model ({mcfg.n_layer} layers, {mcfg.n_head} heads, C={mcfg.n_embd}, "
+            f"{tokenizer.vocab_size} characters)")
+    return GPT(mcfg, seed=seed), tokenizer, what
+
+
+def load_base(ckpt, dropout=0.0, seed=0):
+    """The model to fine-tune: (model, tokenizer, description).
 
     ckpt: a numpygpt checkpoint folder (e.g. the default `train` run's ./out), a GPT-2 folder
     in Hugging Face format, or a GPT-2 name (gpt2, gpt2-medium, ...; downloaded once). A
-    fine-tuned instruct run works too (its adapters merged); a classifier does not."""
+    fine-tuned instruct run works too (its adapters merged); a classifier does not. "": a new
+    model (new_model: number-translation from scratch; seed: its initial weights)."""
+    if not ckpt:
+        return new_model(dropout, seed)
     if hf_gpt2.looks_like_gpt2_folder(ckpt) or (hub.gpt2_name(ckpt) and not Path(ckpt).exists()):
         model = GPT.from_pretrained(ckpt)
         tokenizer = load_gpt2_tokenizer(ckpt)
@@ -188,7 +237,7 @@ def load_base(ckpt, dropout=0.0):
         saved = load_checkpoint(ckpt)
         if isinstance(saved.config.get("finetune"), dict):
             model, tokenizer, info = from_checkpoint(saved, ckpt)
-            if info["task"] != "instruct":
+            if info["task"] == "classify":
                 raise CheckpointError(f"'{ckpt}' is a fine-tuned classifier; fine-tune from a "
                                       f"language model (a `train` run, or GPT-2)")
             if model.lora:
@@ -378,49 +427,6 @@ def confusion_summary(y_true, y_pred, labels, most=20):
 # --- generation ------------------------------------------------------------------------------
 
 
-def respond(model, tokenizer, template, instruction, input="", max_new_tokens=80,
-            temperature=0.0, top_k=None, seed=None):
-    """The model's answer to an instruction: the prompt in `template`, then generated tokens
-    (KV cache) up to the end marker (or max_new_tokens). temperature 0: greedy.
-
-    Returns the response text, without the prompt and the end marker."""
-    example = {"instruction": instruction, "input": input, "output": ""}
-    prompt = tasks.format_prompt(example, template)
-    try:
-        ids = np.asarray(tokenizer.encode(prompt), dtype=np.int64)
-    except UserError as e:
-        raise ConfigError(f"the instruction cannot be encoded: {e}") from None
-    end = tasks.end_ids(tokenizer, template)
-    out = model.generate(ids[None, :], max_new_tokens, temperature=temperature, top_k=top_k,
-                         seed=seed)[0, len(ids):]  # (max_new_tokens,) the new tokens
-    # cut at the first end marker (a token id sequence)
-    E = len(end)
-    for t in range(len(out) - E + 1):
-        if np.array_equal(out[t:t + E], end):
-            out = out[:t]
-            break
-    return tokenizer.decode(out).strip()
-
-
-def evaluate_answers(model, tokenizer, template, examples, max_new_tokens):
-    """Generate an answer to each example; score it against the reference output.
-
-    Returns (exact match rate, mean char overlap, rows {instruction, input, reference,
-    answer, exact, overlap})."""
-    rows = []
-    for ex in examples:
-        answer = respond(model, tokenizer, template, ex["instruction"], ex.get("input", ""),
-                         max_new_tokens)
-        rows.append({"instruction": ex["instruction"], "input": ex.get("input", ""),
-                     "reference": ex["output"], "answer": answer,
-                     "exact": scores.exact_match(answer, ex["output"]),
-                     "overlap": scores.char_overlap(answer, ex["output"])})
-    if not rows:
-        return None, None, rows
-    return (float(np.mean([r["exact"] for r in rows])),
-            float(np.mean([r["overlap"] for r in rows])), rows)
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -437,7 +443,7 @@ def _data_sha256(cfg):
     """The sha256 of the task's data file (None for a built-in task): a resumed run checks
     that it trains on the same examples."""
     path = Path(cfg.data_name)
-    if cfg.data_name in tasks.BUILTIN_TASKS[cfg.task] or not path.is_file():
+    if cfg.data_name in tasks.BUILTIN_TASKS[cfg.kind] or not path.is_file():
         return None
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -478,8 +484,16 @@ def _finetune(cfg, resume, progress, callback):
         _check_resume_config(saved.config["finetune"], cfg, where)
 
     t_start = time.perf_counter()
-    base, tokenizer, base_what = load_base(cfg.ckpt, dropout=cfg.dropout)
+    base, tokenizer, base_what = load_base(cfg.ckpt, dropout=cfg.dropout, seed=cfg.seed)
     mcfg = base.config
+    if cfg.task == "number-translation":
+        try:
+            tokenizer.encode(numbers.alphabet())
+        except UserError:
+            raise ConfigError(f"--ckpt {cfg.ckpt!r}: its tokenizer cannot write the task's "
+                              "characters (the numerals 一 .. 万); train number-translation "
+                              "from scratch (no --ckpt), or from a run whose tokenizer has "
+                              "them") from None
     labels = saved.config["task"].get("labels") if saved is not None else None
     td = _prepare(cfg, tokenizer, mcfg.block_size, labels)
     if saved is not None:
@@ -525,13 +539,29 @@ def _finetune(cfg, resume, progress, callback):
             _, loss = model.forward(idx, targets)
         return loss, model.backward()
 
+    kept = {"step": None, "score": -1.0, "params": None}  # keep="best": the best so far
+
     def evaluate(step_now):
         train_loss, _ = _loss_on(model, td, "train", probe, cfg)
         val_loss, last["preds"] = _loss_on(model, td, "val", np.arange(n_val), cfg)
         row = {"step": step_now, "train_loss": train_loss, "val_loss": val_loss}
         if last["preds"] is not None:
             row["val_accuracy"] = float(np.mean(last["preds"] == td.val_labels))
+        if cfg.keep == "best":  # the held-out answers choose the weights to keep
+            row["val_exact_match"] = exact_match_rate(model, tokenizer, td.template,
+                                                      td.val_examples, cfg.max_new_tokens)
+            if row["val_exact_match"] > kept["score"]:
+                kept.update(step=step_now, score=row["val_exact_match"],
+                            params={k: model.params[k].copy() for k in model.trainable})
         return row
+
+    def finish(r):
+        """keep="best": put back the weights of the best evaluation (saved as the result)."""
+        if kept["step"] is None or kept["step"] == r.step:
+            return False
+        for k, v in kept["params"].items():
+            model.params[k][...] = v
+        return True
 
     def metrics(r):
         first = next((row for row in history if "val_loss" in row), {"step": None})
@@ -564,6 +594,12 @@ def _finetune(cfg, resume, progress, callback):
                 cfg.max_new_tokens)
             m.update({"template": td.template.name, "skipped_examples": td.skipped,
                       "exact_match": exact, "char_overlap": overlap, "answers": rows})
+            if cfg.keep == "best":
+                m.update(kept_step=kept["step"], val_exact_match=kept["score"]
+                         if kept["step"] is not None else None)
+            if td.data.test:  # the held-out test set, answered once, at the end
+                m.update(_test_scores(model, tokenizer, td.template,
+                                      tasks.spread(td.data.test, cfg.n_test), cfg))
         m["wall_seconds"] = time.perf_counter() - t_start
         return m
 
@@ -574,8 +610,17 @@ def _finetune(cfg, resume, progress, callback):
                            "base": base_what},
         tokenizer=tokenizer, data_rng=data_rng, batch_grads=batch_grads, evaluate=evaluate,
         metrics=metrics, resumed=resume, progress=progress, callback=callback,
-        command="numpygpt finetune")
+        command="numpygpt finetune", finish=finish if cfg.keep == "best" else None)
     return FinetuneResult(model, tokenizer, run_metrics, history)
+
+
+def _test_scores(model, tokenizer, template, test, cfg, shown=200):
+    """Exact match on every test example (greedy), and the first `shown` wrong answers."""
+    _, _, rows = evaluate_answers(model, tokenizer, template, test, cfg.max_new_tokens)
+    wrong = [{k: r[k] for k in ("instruction", "reference", "answer")}
+             for r in rows if not r["exact"]]
+    return {"test_exact_match": 1.0 - len(wrong) / len(rows), "n_test": len(rows),
+            "test_wrong": wrong[:shown]}
 
 
 def _check_resume_config(saved, cfg, where):
@@ -642,8 +687,8 @@ def from_checkpoint(ckpt, where):
     for k, v in ckpt.params.items():
         model.params[k][...] = v
     model.eval()
-    return model, tokenizer, {**info, "template_obj": tasks.TEMPLATES.get(info.get("template")
-                                                                          or "")}
+    return model, tokenizer, {**info, "max_new_tokens": cfg.max_new_tokens,
+                              "template_obj": tasks.TEMPLATES.get(info.get("template") or "")}
 
 
 def load_finetuned(folder):

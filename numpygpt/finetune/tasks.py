@@ -22,12 +22,14 @@ model. Two kinds of task:
   positions are -1, which the cross-entropy ignores, so the model is not trained to write
   prompts, only to answer them.
 
-Data comes from a file (CSV or JSON lines) or from three built-in tasks made from the NumPy
-docstrings that the "numpy-docs" corpus gathers, so that everything works offline:
+Data comes from a file (CSV or JSON lines) or from built-in tasks, so that everything works
+offline: three made from the NumPy docstrings that the "numpy-docs" corpus gathers, and one
+made by two small functions:
 - numpy-topics (classify): a docstring's text -> its namespace (`numpy.linalg`, `numpy.fft`,
   ...), balanced, with a held-out split by docstring;
 - numpy-qa (instruct): "What does `numpy.linalg.norm` do?" -> "Matrix or vector norm.";
-- numpy-summaries (instruct): a docstring's extended description -> its summary line.
+- numpy-summaries (instruct): a docstring's extended description -> its summary line;
+- number-translation (instruct): English number words -> Chinese numerals (numbers.py).
 
 Every split is deterministic (a seed and, for the built-in tasks, the installed numpy
 version) and never puts the same text on both sides: a score on the held-out part measures
@@ -55,6 +57,7 @@ from ..data.corpora import numpy_docstrings
 from ..data.tokenizer_base import TokenizerError
 from ..errors import UserError, check_int, check_real
 from ..io.files import parse_json, quote, read_text
+from . import numbers
 from .docstrings import ParsedDoc, parse_docstring, text_windows
 from .scores import char_overlap, exact_match, lcs_length
 
@@ -382,6 +385,7 @@ class InstructionData:
     name: str
     train_lines: list | None = None  # a file's: where each example is ("task file ... line 7")
     val_lines: list | None = None
+    test: list | None = None  # held-out examples scored only at the end (number-translation)
 
 
 def _example(instruction, output, inp=""):
@@ -443,6 +447,32 @@ def numpy_summaries(seed=0):
                            "numpy-summaries")
 
 
+def _text_records(path, keys, layout):
+    """The records of a JSON-lines (or JSON array) task file: for each, (the dict of `keys` and
+    "input" — every key text, non-empty but "input", which may be left out —, its place)."""
+    where = f"task file {quote(path)}"
+    ext = _file_kind(path, (".jsonl", ".json"))
+    records = []
+    for line, obj in _json_records(_read_task_file(path), where, ext):
+        if not isinstance(obj, dict):
+            raise TaskError(f"{where} {line} is not a JSON object like {layout}")
+        for key in (*keys, "input"):
+            value = obj.get(key)
+            if key == "input" and value is None:
+                continue
+            if not isinstance(value, str):
+                problem = ("has no" if value is None
+                           else f"has a non-text ({type(value).__name__})")
+                raise TaskError(f"{where} {line} {problem} {key!r}")
+            if key != "input" and not value.strip():
+                raise TaskError(f"{where} {line} has an empty {key!r}")
+        records.append(({**{k: obj[k] for k in keys}, "input": obj.get("input") or ""},
+                        f"{where} {line}"))
+    if not records:
+        raise TaskError(f"{where} has no examples")
+    return records
+
+
 def load_instruction_file(path, val_fraction=INSTRUCT_VAL_FRACTION, seed=0):
     """Read an instruction task from a JSON-lines file (.jsonl, or .json) and split it.
 
@@ -460,29 +490,33 @@ def load_instruction_file(path, val_fraction=INSTRUCT_VAL_FRACTION, seed=0):
     - InstructionData named after the path
     """
     val_fraction = _check_val_fraction(val_fraction)
-    where = f"task file {quote(path)}"
-    ext = _file_kind(path, (".jsonl", ".json"))
-    examples, lines = [], []
-    for line, obj in _json_records(_read_task_file(path), where, ext):
-        if not isinstance(obj, dict):
-            raise TaskError(f"{where} {line} is not a JSON object like "
+    records = _text_records(path, ("instruction", "output"),
                             '{"instruction": "...", "input": "...", "output": "..."}')
-        for key in ("instruction", "output", "input"):
-            value = obj.get(key)
-            if key == "input" and value is None:
-                continue
-            if not isinstance(value, str):
-                problem = ("has no" if value is None
-                           else f"has a non-text ({type(value).__name__})")
-                raise TaskError(f"{where} {line} {problem} {key!r}")
-            if key != "input" and not value.strip():
-                raise TaskError(f"{where} {line} has an empty {key!r}")
-        examples.append(_example(obj["instruction"], obj["output"], obj.get("input") or ""))
-        lines.append(f"{where} {line}")
-    if not examples:
-        raise TaskError(f"{where} has no examples")
+    examples = [_example(r["instruction"], r["output"], r["input"]) for r, _ in records]
     return _split_examples(examples, lambda e: (e["instruction"], e["input"]), val_fraction,
-                           seed, os.fspath(path), lines)
+                           seed, os.fspath(path), [line for _, line in records])
+
+
+def load_pairs_file(path, val_fraction=INSTRUCT_VAL_FRACTION, seed=0):
+    """Read preference pairs from a JSON-lines file (.jsonl, or .json) and split them.
+
+    One object per line: {"instruction": "...", "input": "...", "chosen": "...",
+    "rejected": "..."} ("input" may be left out): for that prompt, the response "chosen" is
+    preferred over "rejected". Split as load_instruction_file splits (pairs of the same
+    prompt on one side); each example's "output" is its chosen response.
+
+    Returns:
+    - InstructionData named after the path
+    """
+    val_fraction = _check_val_fraction(val_fraction)
+    records = _text_records(path, ("instruction", "chosen", "rejected"),
+                            '{"instruction": "...", "chosen": "...", "rejected": "..."}')
+    for r, line in records:
+        if r["chosen"].strip() == r["rejected"].strip():
+            raise TaskError(f"{line}: 'chosen' and 'rejected' are the same response")
+    pairs = [{**r, "output": r["chosen"]} for r, _ in records]
+    return _split_examples(pairs, lambda e: (e["instruction"], e["input"]), val_fraction,
+                           seed, os.fspath(path), [line for _, line in records])
 
 
 # --- prompt templates --------------------------------------------------------------------------
@@ -729,8 +763,28 @@ def classification_batch(encoded, labels, indices):
 
 # --- the tasks by name -------------------------------------------------------------------------
 
+def number_translation(seed=0):
+    """number-translation (numbers.py): English number words -> Chinese numerals. train: the
+    training numbers; val: the dev numbers (they choose the checkpoint to keep); test: the
+    10,009 held-out numbers, answered only at the end."""
+    train, dev, test = numbers.splits(seed)
+    return InstructionData([numbers.example(int(n)) for n in train],
+                           [numbers.example(int(n)) for n in dev], "number-translation",
+                           test=[numbers.example(int(n)) for n in test])
+
+
+def spread(examples, n):
+    """n of the examples spread evenly over the list (every k-th, in order), or all of them
+    when n is 0 or at least their number: a quick score that sees small and large numbers
+    alike, where the first n would see only the smallest."""
+    if not n or n >= len(examples):
+        return list(examples)
+    return [examples[i * len(examples) // n] for i in range(n)]
+
+
 BUILTIN_TASKS = {"classify": {"numpy-topics": numpy_topics},
-                 "instruct": {"numpy-qa": numpy_qa, "numpy-summaries": numpy_summaries}}
+                 "instruct": {"numpy-qa": numpy_qa, "numpy-summaries": numpy_summaries,
+                              "number-translation": number_translation}}
 
 
 def load_task(task, data, *, max_chars=None, seed=0):
@@ -738,8 +792,8 @@ def load_task(task, data, *, max_chars=None, seed=0):
 
     Inputs:
     - task: "classify" or "instruct"
-    - data: a built-in data set ("numpy-topics" to classify; "numpy-qa" or "numpy-summaries"
-      to instruct) or the path of a file (.csv, .jsonl or .json)
+    - data: a built-in data set ("numpy-topics" to classify; "numpy-qa", "numpy-summaries" or
+      "number-translation" to instruct) or the path of a file (.csv, .jsonl or .json)
     - max_chars: numpy-topics' window size (see numpy_topics); other data ignore it
     - seed: chooses the held-out examples
 
@@ -771,4 +825,5 @@ __all__ = [
     "Template", "TEMPLATES", "format_prompt", "default_template", "end_ids",
     "encode_instruction", "encode_instructions", "instruction_batch", "encode_texts",
     "classification_batch", "exact_match", "lcs_length", "char_overlap", "load_task",
+    "number_translation", "load_pairs_file", "spread",
 ]

@@ -61,7 +61,7 @@ class LoopResult:
 
 def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, step, history,
              lr_at, batch_grads, evaluate, metrics, resumed=False, tokens_per_step=0,
-             progress=True, callback=None, world=None, command="numpygpt"):
+             progress=True, callback=None, world=None, command="numpygpt", finish=None):
     """Train from `step` to cfg.max_iters, then write metrics.json; return its dict.
 
     Inputs:
@@ -77,6 +77,9 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
     - batch_grads(): one step's (loss, grads) of this process (draws its own batch)
     - evaluate(step): the evaluation's log row {"step", "train_loss", "val_loss", ...}
     - metrics(result): the run's metrics.json dict, from a LoopResult
+    - finish(result): optional, once the run has reached max_iters and saved (not after a
+      stop): True if it changed the model's weights (e.g. put back the evaluation's best),
+      which are then saved again, as the run's result
     - tokens_per_step: tokens in one step's batch (0: no throughput in the log)
     - progress: a progress bar; callback(row): called with every log row
     - world: numpygpt.training.parallel's world (default get_world()); command: its name in
@@ -197,6 +200,8 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
         signame = signal.Signals(flag.signum).name if flag.stop else None
         result = LoopResult(step, last_eval, loss, interrupted or flag.stop, signame,
                             train_seconds, tokens)
+        if finish is not None and not result.interrupted and finish(result):
+            save(step)
         run_metrics = metrics(result)
         write("metrics.json", atomic_write_json, out / "metrics.json", run_metrics)
     return run_metrics
