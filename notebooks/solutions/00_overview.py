@@ -38,11 +38,12 @@ def my_sequence_nll(probs, tokens):
 # to `wte`: `logits = ln_f(x) @ wte.T`. The final layer norm gives vectors with entries of size
 # about 1, so each logit is a sum of $C$ products of size $\approx 0.02$: its spread is about
 # $0.02\sqrt{C} \approx 0.1$ for $C = 32$. Logits that are all nearly equal give a nearly uniform
-# softmax, and a uniform guess costs exactly $\ln V$ (here $\ln 126 \approx 4.84$).
+# softmax, and a uniform guess costs exactly $\ln V$ (the dashed line of section 2's plot).
 #
 # A first loss far above $\ln V$ means the model starts out *confidently wrong*: its logits are
 # large, so it puts most of the probability on a few arbitrary tokens, and the tokens that come
 # get tiny probabilities (see the question above). That is a sign of a too-large initialisation.
-# For example, drawing `wte` with standard deviation 1 instead of 0.02 makes the logits spread
-# by about 6 and the initial loss about 28 nats instead of 4.8: the first part of training is
-# then spent undoing the confidence instead of learning. Notebook 15 looks at the init scale.
+# For example, drawing `wte` with standard deviation 1 instead of 0.02 makes the logits of the
+# `tiny` model spread by about 6 and its initial loss nearly 30 nats instead of about 4.8: the
+# first part of training is then spent undoing the confidence instead of learning. Notebook 15
+# looks at the init scale.

@@ -61,7 +61,8 @@ def my_attention_backward(dout, cache):
     dv = cache.probs.swapaxes(-1, -2) @ dy                              # (B, nh, T, hs)
     dp = dy @ cache.v.swapaxes(-1, -2)                                  # (B, nh, T, T)
     dscores = softmax_backward(cache.probs, dp)                         # (B, nh, T, T)
-    draw = dscores / np.sqrt(hs)                                        # scores = q k^T / sqrt(hs)
+    # scores = q k^T / sqrt(hs); hs ** 0.5 is a Python float, which keeps float32 in float32
+    draw = dscores / hs ** 0.5                                          # (B, nh, T, T)
     dq = draw @ cache.k                                                 # (B, nh, T, hs)
     dk = draw.swapaxes(-1, -2) @ cache.q                                # (B, nh, T, hs)
     dqkv = np.stack([dq, dk, dv])                                       # (3, B, nh, T, hs)

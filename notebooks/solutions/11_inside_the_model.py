@@ -45,8 +45,8 @@ def my_cosine_similarity(E):
 # - **the position itself** (the diagonal), when its value vector carries little;
 # - **a small output**: the projection after the heads (`c_proj`) can give a head's output a
 #   small scale, or the next layer norm and MLP can learn to ignore that direction.
-# Our small model, trained on windows that start anywhere in the text, shows no first-token
-# resting place (the "first" column of the table stays below uniform); its heads spread the
-# unneeded weight over nearby characters instead. Some newer models add an explicit
+# Our small model, trained on windows that start anywhere in the text, showed no first-token
+# resting place in a full run (the "first" column of the table stayed below uniform); its heads
+# spread the unneeded weight over nearby characters instead. Some newer models add an explicit
 # "attention sink" (a learned extra key, or a softmax with an extra 1 in the denominator) for
 # exactly this purpose.

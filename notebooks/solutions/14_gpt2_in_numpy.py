@@ -18,14 +18,15 @@ def my_token_surprisal(logits, targets):
     z = logits - logits.max(axis=-1, keepdims=True)            # (T, V)
     log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))   # (T, V) natural log
     nats = -log_p[np.arange(len(targets)), targets]            # (T,) the targets' entries
-    return nats / np.log(2.0)                                  # log2 p = ln p / ln 2
+    # log2 p = ln p / ln 2; a Python float (not np.log's float64) keeps float32 in float32
+    return nats / float(np.log(2.0))
 
 # %% nats_per_token_are_not_comparable
 # The two numbers are per *token*, and the tokens differ: a course-model token is one
 # character, a GPT-2 token is a piece of a word, about 4 characters of English on average. Per
 # character, GPT-2's 3.1 nats per token are about $3.1 / 4 \approx 0.8$ nats, that is
 # $0.8 / \ln 2 \approx 1.1$ bits per character, against the course model's
-# $1.48 / \ln 2 \approx 2.1$ bits per character. So GPT-2 predicts its text much better, even
+# $1.5 / \ln 2 \approx 2.2$ bits per character. So GPT-2 predicts its text much better, even
 # though its number is twice as large.
 #
 # Even that comparison is loose, because the texts differ too (web pages against NumPy's

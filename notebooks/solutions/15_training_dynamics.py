@@ -42,10 +42,10 @@ def my_bigram_model(ids, V, smoothing):
 # position 0 can approach the bigram's loss from above; it cannot get meaningfully below it
 # (only by the noise of a finite evaluation).
 #
-# The printout shows the small GPT *behind* the bigram at position 0 and ahead of it from two
-# characters of context on. It trails at position 0 because it has trained briefly, and only
-# one prediction in 64 that it learned from had a one-character context: the same weights serve
-# every position, and most of what it saw had a longer context. Trained ten times longer, its
+# In a full run the printout shows the small GPT *behind* the bigram at position 0 and ahead
+# of it from two characters of context on. It trails at position 0 because it has trained
+# briefly, and only one prediction in 64 that it learned from had a one-character context: the
+# same weights serve every position, and most of what it saw had a longer context. Trained ten times longer, its
 # position-0 loss would creep down towards the bigram's, and stop there. The gains of longer
 # training show at the later positions, where there is context to exploit: that is where a
 # better model pulls away from the bigram.
