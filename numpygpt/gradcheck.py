@@ -21,7 +21,7 @@ import numpy as np
 
 from . import layers as L
 from .finetune.model import FinetuneGPT
-from .kernels import fast
+from .kernels import fast, flash, norms
 from .models.gpt import GPTConfig
 from .models.llama import Llama, LlamaConfig
 
@@ -169,6 +169,13 @@ def layer_cases(seed=0):
     def r(*shape, scale=1.0):
         return rng.standard_normal(shape) * scale
 
+    # the kernels added later (flash, layer norm, cross-entropy, embedding) draw from a
+    # generator of their own, so the other cases keep the inputs they were checked on
+    kernel_rng = np.random.default_rng(seed + 23)
+
+    def rk(*shape, scale=1.0):
+        return kernel_rng.standard_normal(shape) * scale
+
     cases = []
 
     # token embedding: repeated ids must accumulate; the padding row gets nothing
@@ -262,6 +269,11 @@ def layer_cases(seed=0):
                                ("B=1 T=5 nh=4 dropout 0.3", (1, 5, 8, 4, 0.3))]),
         ("attention_core (fast kernel)", fast, [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
                                                 ("B=1 T=70 nh=2 dropout 0.3", (1, 70, 4, 2, 0.3))]),
+        # flash attention (numpygpt/kernels/flash.py): T = 70 puts the queries in two blocks,
+        # each with its dropout mask drawn by rows; many key blocks: tests/test_kernels.py
+        ("attention_core (flash kernel)", flash, [("B=2 T=4 nh=2", (2, 4, 6, 2, 0.0)),
+                                                  ("B=1 T=70 nh=2 dropout 0.3",
+                                                   (1, 70, 4, 2, 0.3))]),
     ]:
         for label, (B, T, C, nh, p) in shapes:
             new_rng = _fixed_rng(seed + 1)
@@ -269,9 +281,23 @@ def layer_cases(seed=0):
                 name, label,
                 lambda qkv, core=core, nh=nh, p=p, new_rng=new_rng: core.attention_core_forward(
                     qkv, nh, attn_pdrop=p, rng=new_rng()),
-                core.attention_core_backward, {"qkv": r(B, T, 3 * C)}, ["qkv"]))
+                core.attention_core_backward,
+                {"qkv": (rk if core is flash else r)(B, T, 3 * C)}, ["qkv"]))
     cases.append(GradCase("gelu (fast kernel)", "x in [-5, 5]", fast.gelu_forward,
                           fast.gelu_backward, {"x": x.copy()}, ["x"]))
+    cases.append(GradCase(  # layer norm by blocks of rows (numpygpt/kernels/norms.py)
+        "layernorm (fast kernel)", "B=2 T=3", norms.layernorm_forward, norms.layernorm_backward,
+        {"x": rk(2, 3, 6, scale=3.0) + 1.5, "w": rk(6), "b": rk(6)}, ["x", "w", "b"]))
+    cases.append(GradCase(  # fewer passes, same numbers (numpygpt/kernels/fast.py)
+        "softmax_cross_entropy (fast kernel)", "ignored targets (-1)",
+        fast.softmax_cross_entropy_forward, fast.softmax_cross_entropy_backward,
+        {"logits": rk(2, 3, 6, scale=2.0), "targets": np.array([[0, -1, 2], [-1, 5, 5]])},
+        ["logits"]))
+    cases.append(GradCase(  # sums per id: repeated ids, a padding row
+        "embedding (fast kernel)", "repeats, padding_idx=0",
+        lambda idx, wte: fast.embedding_forward(idx, wte, padding_idx=0), fast.embedding_backward,
+        {"idx": np.array([[1, 2, 2, 0, 1], [6, 1, 0, 2, 2]]), "wte": rk(7, 4)}, ["wte"],
+        zero_grad={"wte": np.arange(7) == 0}))
 
     # classification head on the last real token of right-padded sequences (lengths < T)
     for label, lengths in [("B=3 T=4 padded", np.array([4, 1, 2])),

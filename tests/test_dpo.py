@@ -13,6 +13,7 @@ from numpygpt import layers as L
 from numpygpt.cli import main
 from numpygpt.finetune.model import FinetuneGPT
 from numpygpt.finetune.run import FinetuneConfig, finetune, load_finetuned
+from numpygpt.kernels import ops
 from numpygpt.models.gpt import GPTConfig
 
 
@@ -78,8 +79,9 @@ def test_backward_from_given_logits_gradients_equals_the_loss_backward():
     m.forward(idx, t)
     g1 = m.backward()
     logits, _ = m.forward(idx)
-    _, cache = L.softmax_cross_entropy_forward(logits, t)
-    g2 = m.backward(L.softmax_cross_entropy_backward(1.0, cache))
+    # the loss kernel the model's own loss uses (numpygpt.kernels' table: fast or plain)
+    _, cache = ops.softmax_cross_entropy_forward(logits, t)
+    g2 = m.backward(ops.softmax_cross_entropy_backward(1.0, cache))
     assert all(np.array_equal(g1[k], g2[k]) for k in g1)
     with pytest.raises(RuntimeError, match="shape of its logits"):
         m.backward(np.zeros((2, 6, 11)))
@@ -125,6 +127,7 @@ def test_dpo_from_a_pairs_file_logs_margins_and_keeps_a_checkpoint(dpo_run):
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "dpo" and m["n_pairs"] + m["n_eval_pairs"] == 40
     assert m["initial"]["val_margin"] == 0.0  # the policy starts as the reference
+    assert m["initial"]["val_pref_accuracy"] == 0.5  # every margin 0: a tie, counted half
     assert 0 <= m["val_pref_accuracy"] <= 1 and m["n_test"] == 200
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "val_margin" in r]

@@ -7,6 +7,13 @@ loop reference, the future gets exactly zero probability, and the gradients pass
 differences, including blocks that do not divide T and a last block of one query. GELU's
 fast twin gives the plain layer's bits, AdamW's the plain update's numbers (tests/test_optim.py).
 A whole model gives the same numbers with every fast kernel or none.
+
+Flash attention (numpygpt/kernels/flash.py): blocks of queries against blocks of keys with an
+online softmax, the backward recomputing each block from the saved log-sum-exp. Whatever the
+block sizes (one key block per query block, or many, so the running max is rescaled), the
+numbers are the plain layer's and the loop reference's, dropout included (the same mask from
+the same rng, drawn by blocks of rows), its cache holds nothing of size T x T, and its
+gradients pass finite differences.
 """
 
 import os
@@ -19,7 +26,19 @@ import pytest
 from numpygpt import GPT, GPTConfig, Llama, LlamaConfig, TrainConfig
 from numpygpt import layers as L
 from numpygpt.gradcheck import THRESHOLD, check_layer
-from numpygpt.kernels import FAST, NAMES, PLAIN, fast, kernels, ops, which_kernels
+from numpygpt.kernels import (
+    FAST,
+    FLASH,
+    NAMES,
+    PLAIN,
+    fast,
+    flash,
+    kernels,
+    norms,
+    ops,
+    which_kernels,
+)
+from numpygpt.layers.attention import draw_dropout, dropout_rows, dropout_seed
 from numpygpt.training.train import train
 
 MATCH = 1e-10  # blocked vs plain and loop reference, float64
@@ -92,7 +111,102 @@ def test_blocked_heads_pass_finite_differences(query_block, p):
     assert max(errors.values()) <= THRESHOLD, errors
 
 
-@pytest.mark.parametrize("core", [fast, L], ids=["fast", "plain"])
+# --- flash attention -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=[(64, 256), (1, 1), (2, 3), (3, 2), (5, 64)],
+                ids=lambda b: f"q{b[0]}-k{b[1]}")
+def flash_blocks(request, monkeypatch):
+    """Query and key block sizes: the defaults, one row or one key at a time, blocks that do
+    not divide T or each other, query blocks that straddle the dropout's row blocks."""
+    q, k = request.param
+    monkeypatch.setattr(flash, "QUERY_BLOCK", q)
+    monkeypatch.setattr(flash, "KEY_BLOCK", k)
+    return request.param
+
+
+def _flash_against_plain_and_loops(B, T, C, nh, p, seed):
+    rng = np.random.default_rng(seed)
+    x, w_attn, b_attn, w_proj, b_proj = _args(rng, B, T, C)
+    qkv = x @ w_attn + b_attn  # (B, T, 3C)
+    y_f, cache_f = flash.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
+    y_p, cache_p = L.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
+    out_r, cache_r = L.attention_reference_forward(x, w_attn, b_attn, w_proj, b_proj, nh,
+                                                   attn_pdrop=p, rng=np.random.default_rng(5))
+    assert np.max(np.abs(y_f - y_p)) <= MATCH
+    assert np.max(np.abs(y_f @ w_proj + b_proj - out_r)) <= MATCH
+    assert np.max(np.abs(cache_f.probs - cache_r.probs)) <= MATCH  # recomputed from lse
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    assert np.all(cache_f.probs[..., future] == 0.0)
+    dout = rng.standard_normal(out_r.shape)
+    dy = dout @ w_proj.T
+    dqkv_f = flash.attention_core_backward(dy, cache_f)
+    assert np.max(np.abs(dqkv_f - L.attention_core_backward(dy, cache_p))) <= MATCH
+    dx_r = L.attention_reference_backward(dout, cache_r)[0]
+    assert np.max(np.abs(dqkv_f @ w_attn.T - dx_r)) <= MATCH
+
+
+@pytest.mark.parametrize("B,T,C,nh,p", [(1, 7, 8, 2, 0.0), (2, 5, 12, 3, 0.3), (1, 1, 4, 1, 0.0),
+                                        (2, 70, 8, 2, 0.2)])
+def test_flash_equals_the_plain_layer_and_the_loop_reference(flash_blocks, B, T, C, nh, p):
+    _flash_against_plain_and_loops(B, T, C, nh, p, seed=3)
+
+
+def test_flash_with_several_key_blocks_rescales_the_running_max(monkeypatch):
+    """T = 200, key blocks of 48: up to five key blocks per row, so the online softmax meets
+    larger maxima late and rescales; large scores make a wrong rescale visible."""
+    monkeypatch.setattr(flash, "KEY_BLOCK", 48)
+    _flash_against_plain_and_loops(2, 200, 8, 2, 0.1, seed=4)
+    rng = np.random.default_rng(6)
+    qkv = rng.standard_normal((1, 200, 24)) * 6  # scores of tens: exp would overflow unshifted
+    y_f, _ = flash.attention_core_forward(qkv, 2)
+    np.testing.assert_allclose(y_f, L.attention_core_forward(qkv, 2)[0], rtol=0, atol=MATCH)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_flash_passes_finite_differences(flash_blocks, p):
+    rng = np.random.default_rng(7)
+    B, T, C, nh = 2, 5, 8, 2
+    qkv = rng.standard_normal((B, T, 3 * C))
+
+    def forward(qkv):  # the same dropout mask in every call
+        return flash.attention_core_forward(qkv, nh, p, np.random.default_rng(8))
+
+    errors = check_layer(forward, flash.attention_core_backward, {"qkv": qkv}, ["qkv"], rng=rng)
+    assert max(errors.values()) <= THRESHOLD, errors
+
+
+def test_flash_cache_holds_nothing_of_size_t_squared():
+    B, T, C, nh = 2, 130, 8, 2
+    qkv = np.random.default_rng(0).standard_normal((B, T, 3 * C))
+    _, cache = flash.attention_core_forward(qkv, nh, 0.2, np.random.default_rng(1))
+    arrays = [a for a in cache if isinstance(a, np.ndarray)]
+    assert all(a.size <= B * T * 3 * C for a in arrays)  # O(T): q, k, v, y, lse
+    assert cache.lse.shape == (B, nh, T, 1) and isinstance(cache.seed, int)
+    _, plain = L.attention_core_forward(qkv, nh, 0.2, np.random.default_rng(1))
+    assert plain.probs.size == B * nh * T * T  # what the plain layer keeps instead
+
+
+def test_the_dropout_mask_is_drawn_by_blocks_of_rows_the_same_way_everywhere():
+    """draw_dropout's whole mask is its row blocks side by side; dropout_rows gathers any rows
+    from them; one number is drawn from the caller's rng either way."""
+    B, nh, T, p = 2, 3, 150, 0.25
+    whole = draw_dropout((B, nh, T, T), p, np.random.default_rng(9), np.float32)
+    rng, same = np.random.default_rng(9), np.random.default_rng(9)
+    seed = dropout_seed(p, rng)
+    same.integers(2**63)
+    assert rng.random() == same.random()  # one draw from the caller's rng, nothing more
+    for b in range(B):
+        for t0, t1 in ((0, 64), (64, 128), (128, 150), (3, 70), (60, 150), (149, 150)):
+            rows = dropout_rows(seed, b, t0, t1, nh, T, p, np.float32)
+            np.testing.assert_array_equal(rows, whole[b, :, t0:t1, :t1])
+    seen = whole[..., np.tril(np.ones((T, T), dtype=bool))]
+    assert set(np.unique(seen)) == {0.0, np.float32(1 / (1 - p))}
+    assert abs((seen == 0).mean() - p) < 0.01  # about p of the visible entries drop
+    assert draw_dropout((B, nh, T, T), 0.0, rng, np.float32) is None
+
+
+@pytest.mark.parametrize("core", [fast, flash, L], ids=["fast", "flash", "plain"])
 def test_attention_float32_stays_float32(core):
     rng = np.random.default_rng(9)
     qkv = rng.standard_normal((2, 5, 24)).astype(np.float32)
@@ -118,6 +232,100 @@ def test_fast_gelu_gives_the_plain_layers_bits(dtype):
     assert np.max(np.abs(out_p - ref)) <= tol * max(1.0, np.abs(ref).max())
 
 
+# --- layer norm -----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[1 << 16, 8, 100], ids=lambda b: f"block{b}")
+def norm_block(request, monkeypatch):
+    """Elements per block of rows: the default (one block here), one row per block (C > 8),
+    and blocks of a few rows, the last one short."""
+    monkeypatch.setattr(norms, "BLOCK", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 7, 12), (1, 1, 5), (3, 33)])
+def test_fast_layernorm_equals_the_plain_layer(norm_block, threads, shape, monkeypatch):
+    monkeypatch.setattr(norms, "THREADS", threads)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape) * 3 + 2  # a mean far from 0: the variance must not cancel
+    w, b = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+    out_f, cache_f = norms.layernorm_forward(x, w, b)
+    out_p, cache_p = L.layernorm_forward(x, w, b)
+    np.testing.assert_allclose(out_f, out_p, rtol=0, atol=MATCH)
+    for a, b_ in zip(cache_f, cache_p, strict=True):
+        np.testing.assert_allclose(a, b_, rtol=0, atol=MATCH)
+    dout = rng.standard_normal(shape)
+    for g_f, g_p in zip(norms.layernorm_backward(dout, cache_f),
+                        L.layernorm_backward(dout, cache_p), strict=True):
+        assert g_f.shape == g_p.shape
+        np.testing.assert_allclose(g_f, g_p, rtol=0, atol=MATCH)
+
+
+def test_fast_layernorm_float32_stays_float32_and_passes_finite_differences(norm_block):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 16)).astype(np.float32)
+    w, b = np.ones(16, np.float32), np.zeros(16, np.float32)
+    out, cache = norms.layernorm_forward(x, w, b)
+    assert out.dtype == cache.mean.dtype == cache.rstd.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in norms.layernorm_backward(np.ones_like(x), cache))
+    args = {"x": rng.standard_normal((2, 3, 9)), "w": rng.standard_normal(9),
+            "b": rng.standard_normal(9)}
+    errors = check_layer(norms.layernorm_forward, norms.layernorm_backward, args,
+                         ["x", "w", "b"], rng=rng)
+    assert max(errors.values()) <= THRESHOLD, errors
+
+
+# --- softmax cross-entropy and the embedding's backward -----------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+@pytest.mark.parametrize("spread", [4, 100], ids=["one-shift", "row-max"])
+def test_fast_cross_entropy_equals_the_plain_layer(dtype, ignored, spread):
+    """spread 4: the logits within SHIFT_SPAN, one shift for all; 100: rows far apart (exp of
+    one shift would underflow some rows to 0), each row shifted by its own max."""
+    rng = np.random.default_rng(13)
+    logits = (rng.standard_normal((3, 7, 11)) * 4).astype(dtype)
+    logits[0] += spread  # the first sequence's logits lifted above the others
+    targets = rng.integers(0, 11, (3, 7))
+    if ignored != "none":
+        targets[rng.random(targets.shape) < (0.3 if ignored == "some" else 2)] = -1
+    loss_f, cache_f = fast.softmax_cross_entropy_forward(logits, targets)
+    loss_p, cache_p = L.softmax_cross_entropy_forward(logits, targets)
+    tol = MATCH if dtype == np.float64 else 1e-6
+    assert type(loss_f) is type(loss_p) and abs(loss_f - loss_p) <= tol * max(1, abs(loss_p))
+    d_f = fast.softmax_cross_entropy_backward(0.7, cache_f)
+    d_p = L.softmax_cross_entropy_backward(0.7, cache_p)
+    assert d_f.dtype == dtype and d_f.shape == logits.shape
+    np.testing.assert_allclose(d_f, d_p, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("small_vocab", [256, 0], ids=["per-id", "sorted"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_embedding_backward_equals_np_add_at(small_vocab, dtype, monkeypatch):
+    monkeypatch.setattr(fast, "SMALL_VOCAB", small_vocab)
+    rng = np.random.default_rng(14)
+    wte = rng.standard_normal((9, 5)).astype(dtype)
+    idx = rng.integers(0, 6, (4, 13))  # repeated ids, and ids 6..8 never used
+    dout = rng.standard_normal((4, 13, 5)).astype(dtype)
+    tol = MATCH if dtype == np.float64 else 1e-5
+    for pad in (None, 2):
+        out_f, cache_f = fast.embedding_forward(idx, wte, padding_idx=pad)
+        out_p, cache = L.embedding_forward(idx, wte, padding_idx=pad)
+        np.testing.assert_array_equal(out_f, out_p)
+        assert cache_f == cache and not np.shares_memory(out_f, wte)
+        got, want = fast.embedding_backward(dout, cache), L.embedding_backward(dout, cache)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+        into = rng.standard_normal(wte.shape).astype(dtype)  # the LM head's dwte, added into
+        expected = into + want
+        assert fast.embedding_backward(dout, cache, out=into) is into
+        np.testing.assert_allclose(into, expected, rtol=0, atol=tol)
+    _, cache = L.embedding_forward(np.zeros((1, 3), dtype=int), wte, padding_idx=0)  # all pad
+    assert not fast.embedding_backward(dout[:1, :3], cache).any()
+
+
 # --- the switch ----------------------------------------------------------------------------
 
 
@@ -126,8 +334,15 @@ def test_the_table_holds_every_name_and_the_plain_twins_are_the_layers():
     assert all(PLAIN[n] is getattr(L, n) for n in NAMES)
     twins = {n for n in NAMES if FAST[n] is not PLAIN[n]}
     assert twins == {"attention_core_forward", "attention_core_backward", "gelu_forward",
-                     "gelu_backward", "adamw_update"}
-    assert all(FAST[n] is getattr(fast, n) for n in twins)
+                     "gelu_backward", "adamw_update", "layernorm_forward", "layernorm_backward",
+                     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+                     "embedding_forward", "embedding_backward"}
+    assert all(FAST[n] is getattr(norms if n.startswith("layernorm") else fast, n)
+               for n in twins)
+    assert set(FLASH) == set(NAMES)
+    assert {n for n in NAMES if FLASH[n] is not FAST[n]} <= {
+        "attention_core_forward", "attention_core_backward"}
+    assert FLASH["attention_core_forward"] is flash.attention_core_forward
 
 
 def test_kernels_context_switches_and_restores():
@@ -138,7 +353,7 @@ def test_kernels_context_switches_and_restores():
             assert ops.gelu_forward is fast.gelu_forward
         assert ops.gelu_forward is L.gelu_forward
     assert which_kernels() == before
-    with pytest.raises(ValueError, match="fast, plain"):
+    with pytest.raises(ValueError, match="fast, flash, plain"):
         with kernels("turbo"):
             pass
     assert which_kernels() == before
@@ -160,26 +375,43 @@ def test_a_model_computes_the_same_numbers_with_every_fast_kernel_or_none(make):
     idx, targets = rng.integers(0, 11, (2, 70)), rng.integers(0, 11, (2, 70))  # 2 query blocks
     for dtype, tol in ((np.float64, MODEL_MATCH), (np.float32, 2e-6)):
         model = make(dtype)
-        with kernels("fast"):
-            logits_f, loss_f, grads_f = _step(model, idx, targets)
         with kernels("plain"):
             logits_p, loss_p, grads_p = _step(model, idx, targets)
-        assert abs(loss_f - loss_p) <= tol * abs(loss_p)
-        assert np.max(np.abs(logits_f - logits_p)) <= tol * np.abs(logits_p).max()
-        for k in grads_p:
-            assert np.max(np.abs(grads_f[k] - grads_p[k])) <= tol * np.abs(grads_p[k]).max(), k
-            assert grads_f[k].dtype == dtype
+        for which in ("fast", "flash"):
+            with kernels(which):
+                logits_f, loss_f, grads_f = _step(model, idx, targets)
+            assert abs(loss_f - loss_p) <= tol * abs(loss_p)
+            assert np.max(np.abs(logits_f - logits_p)) <= tol * np.abs(logits_p).max()
+            for k in grads_p:
+                assert np.max(np.abs(grads_f[k] - grads_p[k])) <= tol * np.abs(
+                    grads_p[k]).max(), (which, k)
+                assert grads_f[k].dtype == dtype
+
+
+def test_a_model_on_flash_attention_still_shows_its_attention_probabilities():
+    model = GPT(GPTConfig(vocab_size=11, block_size=70, n_layer=2, n_head=2, n_embd=8),
+                seed=1, dtype=np.float64)
+    idx = np.random.default_rng(4).integers(0, 11, (2, 70))
+    with kernels("plain"):
+        model.forward(idx)
+        plain = model.attention_probs()
+    with kernels("flash"):
+        model.forward(idx)
+        probs = model.attention_probs()  # recomputed from q, k and the saved lse
+    for a, b in zip(probs, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=MATCH)
 
 
 def test_training_gives_the_same_losses_with_every_fast_kernel_or_none(tmp_path):
     cfg = TrainConfig.preset_config("tiny", max_iters=12, eval_interval=6, eval_iters=2)
     runs = {}
-    for which in ("fast", "plain"):
+    for which in ("fast", "flash", "plain"):
         with kernels(which):
             cfg.out = str(tmp_path / which)
             runs[which] = train(cfg, progress=False).history
     losses = {w: [r.get("loss", r.get("val_loss")) for r in h] for w, h in runs.items()}
     np.testing.assert_allclose(losses["fast"], losses["plain"], rtol=1e-5)
+    np.testing.assert_allclose(losses["flash"], losses["plain"], rtol=1e-5)
 
 
 def test_the_environment_chooses_the_kernels():

@@ -9,7 +9,7 @@ import pytest
 from numpygpt import GPT, GPTConfig
 from numpygpt import layers as L
 from numpygpt.gradcheck import THRESHOLD, check_layer, layer_cases, rel_error
-from numpygpt.kernels import FAST, PLAIN
+from numpygpt.kernels import FAST, FLASH, PLAIN
 
 ATTN_MATCH = 1e-10  # vectorised vs loop attention, float64
 GELU_MATCH = 1e-12  # in-place sigmoid GELU vs the textbook tanh formula, float64 (rtol, atol)
@@ -52,7 +52,12 @@ GRADIENT_CHECKS = [
     # the queries in two blocks
     ("attention_core (fast kernel)", "B=2 T=4 nh=2", "qkv", 1e-7),
     ("attention_core (fast kernel)", "B=1 T=70 nh=2 dropout 0.3", "qkv", 1e-7),
+    ("attention_core (flash kernel)", "B=2 T=4 nh=2", "qkv", 1e-7),
+    ("attention_core (flash kernel)", "B=1 T=70 nh=2 dropout 0.3", "qkv", 1e-7),
     ("gelu (fast kernel)", "x in [-5, 5]", "x", 1e-7),
+    ("layernorm (fast kernel)", "B=2 T=3", "x w b", 1e-7),
+    ("softmax_cross_entropy (fast kernel)", "ignored targets (-1)", "logits", 1e-7),
+    ("embedding (fast kernel)", "repeats, padding_idx=0", "wte", 1e-7),
     ("classifier", "B=3 T=4 padded", "h w b", 1e-7),  # padding positions get exactly 0
     ("classifier", "B=1 T=1", "h w b", 1e-7),
     ("dropout", "p=0.5", "x", 1e-7),  # the same mask in every forward call
@@ -103,13 +108,16 @@ def test_the_table_above_is_the_suite_and_covers_every_layer_and_tensor():
     # the table lists exactly the cases that gradcheck (and so the CLI and notebooks) runs
     assert [(layer, label) for layer, label, *_ in GRADIENT_CHECKS] == list(CASES)
     # every forward/backward pair the layers package exports has a case, and so does every
-    # fast twin of one (numpygpt/kernels/fast.py)
-    plain = {c.layer for c in CASES.values() if not c.layer.endswith("(fast kernel)")}
+    # fast twin of one (numpygpt/kernels: "(fast kernel)", "(flash kernel)")
+    plain = {c.layer for c in CASES.values() if not c.layer.endswith(" kernel)")}
     assert plain == set(L.FORWARD_BACKWARD_PAIRS)
-    twins = {n.removesuffix("_forward") for n in FAST if n.endswith("_forward")
-             and FAST[n] is not PLAIN[n]}
-    assert {c.layer.removesuffix(" (fast kernel)") for c in CASES.values()
-            if c.layer.endswith("(fast kernel)")} == twins
+    twins = {(n.removesuffix("_forward").removesuffix("_backward"), which)
+             for which, table in (("fast", FAST), ("flash", FLASH)) for n in table
+             if n.endswith(("_forward", "_backward")) and table[n] is not PLAIN[n]}
+    cases = {(c.layer.rsplit(" (", 1)[0], c.layer.rsplit(" (", 1)[1].split()[0])
+             for c in CASES.values() if c.layer.endswith(" kernel)")}
+    assert {name for name, _ in cases} == {name for name, _ in twins}
+    assert ("attention_core", "flash") in cases
     # and every float argument of every case gets its gradient checked
     for case in CASES.values():
         floats = [n for n, a in case.args.items() if np.asarray(a).dtype.kind == "f"]
@@ -220,6 +228,10 @@ def _layer_calls(dtype):
          L.dropout_backward),
         ("softmax_cross_entropy", lambda: L.softmax_cross_entropy_forward(r(B, T, V), idx),
          L.softmax_cross_entropy_backward),
+        ("sequence_logprob", lambda: L.sequence_logprob_forward(r(B, T, V), idx),
+         L.sequence_logprob_backward),
+        ("dpo_loss", lambda: L.dpo_loss_forward(r(B), r(B), r(B), r(B), 0.1),
+         L.dpo_loss_backward),
         # Llama's layers
         ("rope", lambda: L.rope_forward(r(B, 2, T, 4), *L.rope_table(T, 4, dtype=dtype)),
          L.rope_backward),

@@ -131,9 +131,11 @@ def test_a_broken_backward_in_a_real_process_prints_the_traceback(fresh, tmp_pat
         "L.layernorm_backward = layernorm_backward\n"
         "from numpygpt.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
+    # the plain kernels: the model calls numpygpt.layers' layer norm, not its fast twin
     proc = subprocess.run([sys.executable, "-c", script, "train", *FAST, "--data", str(data),
                            "--out", str(tmp_path / "new"), "--max-iters", "2"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "NUMPYGPT_KERNELS": "plain"})
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert "in layernorm_backward" in proc.stderr

@@ -18,7 +18,8 @@ match falls while the preference accuracy rises. The NLL term (alpha > 0) holds 
 answers up; --keep best (the default) keeps the weights whose held-out answers were best at
 the evaluations, which can be RUN's own (step 0). The log has what shows it: the mean s_c and
 s_r of a fixed sample of the training pairs and of the held-out pairs, the margins, the
-preference accuracy (the share of h > 0) and the held-out exact match.
+preference accuracy (the share of h > 0, a tie counting half: at step 0, where the policy is
+the reference and every h is 0, it is 50%) and the held-out exact match.
 
 The chosen and rejected sequences of a batch go through the model as one batch (2B rows);
 sequence_logprob and dpo_loss give dlogits, and FinetuneGPT.backward(dlogits) the gradients.
@@ -330,7 +331,7 @@ def _dpo(cfg, resume, progress, callback):
         h = L.dpo_margins(s_c, s_r, ref[:, 0], ref[:, 1], cfg.beta)
         return {f"{which}_loss": float(np.logaddexp(0.0, -h).mean()),
                 f"{which}_margin": float(h.mean()),
-                f"{which}_pref_accuracy": float((h > 0).mean()),
+                f"{which}_pref_accuracy": float(((h > 0) + 0.5 * (h == 0)).mean()),
                 f"{which}_chosen_logp": float(s_c.mean()),
                 f"{which}_rejected_logp": float(s_r.mean())}
 

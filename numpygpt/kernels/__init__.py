@@ -5,12 +5,15 @@ Every operation a model's forward or backward runs on arrays is looked up in `op
     from numpygpt.kernels import ops
     y, cache = ops.gelu_forward(h)
 
-Most entries are the plain layers of numpygpt.layers. A few have a fast twin in
-kernels/fast.py that computes the same numbers faster (attention in blocks that skip the
-masked scores, GELU in cache-sized blocks, AdamW without temporaries); by default the table
-holds the fast ones. One setting puts every plain twin in their place:
+Most entries are the plain layers of numpygpt.layers. A few have a fast twin that computes
+the same numbers faster: kernels/fast.py (attention in blocks that skip the masked scores,
+GELU in cache-sized blocks, AdamW without temporaries, softmax cross-entropy with fewer
+passes, the embedding's backward without np.add.at) and kernels/norms.py (layer norm in
+cache-sized blocks of rows); by default the table holds the fast ones. kernels/flash.py is
+flash attention (the heads without the (T, T) probabilities: O(T) memory). One setting
+chooses the table:
 
-    NUMPYGPT_KERNELS=plain python -m numpygpt train     # in the environment, or
+    NUMPYGPT_KERNELS=plain python -m numpygpt train     # every plain twin; or "flash"
     use_kernels("plain")  /  with kernels("plain"): ... # in Python
 
 and the tests check that a model computes the same numbers either way. `bench` times the
@@ -25,7 +28,7 @@ from types import SimpleNamespace
 
 from .. import layers as L
 from ..errors import ConfigError
-from . import fast
+from . import fast, flash, norms
 
 # What the models and the optimizer call: every name they look up in `ops`.
 NAMES = (
@@ -46,8 +49,13 @@ NAMES = (
 PLAIN = {name: getattr(L, name) for name in NAMES}
 FAST = {**PLAIN, **{name: getattr(fast, name) for name in (
     "attention_core_forward", "attention_core_backward", "gelu_forward", "gelu_backward",
-    "adamw_update")}}
-CHOICES = {"fast": FAST, "plain": PLAIN}
+    "adamw_update", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "embedding_forward", "embedding_backward")}, **{name: getattr(norms, name) for name in (
+    "layernorm_forward", "layernorm_backward")}}
+# flash attention (kernels/flash.py): the heads without the (T, T) probabilities
+FLASH = {**FAST, "attention_core_forward": flash.attention_core_forward,
+         "attention_core_backward": flash.attention_core_backward}
+CHOICES = {"fast": FAST, "flash": FLASH, "plain": PLAIN}
 
 ops = SimpleNamespace()  # the table: ops.<name> is the chosen kernel
 _chosen = []  # the name of the current choice, for which()

@@ -12,6 +12,12 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
   place, one cache-sized block at a time.
 - adamw_update (twin: layers/adamw.py): the same update, in place in one scratch buffer, no
   temporaries.
+- softmax_cross_entropy_forward / _backward (twin: layers/loss.py): the same softmax with
+  fewer passes (the row sums a product with ones, the backward's copy and scaling one pass).
+- embedding_forward (twin: layers/embedding.py): the lookup with np.take.
+- embedding_backward (twin: layers/embedding.py): the rows of dout summed per token id, one
+  vectorised sum per id (small vocabularies) or by sorting the ids, instead of np.add.at's
+  one-row-at-a-time loop.
 
 Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size.
 """
@@ -29,6 +35,7 @@ from ..layers.attention import (
     softmax_backward_,
 )
 from ..layers.gelu import _A, _K  # GELU's constants: sqrt(2/pi) and 0.044715
+from ..layers.loss import CrossEntropyCache
 
 # --- attention ---------------------------------------------------------------------------
 
@@ -215,3 +222,91 @@ def adamw_update(p, g, m, v, t, lr, betas, eps, weight_decay, scratch=None):
     np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
     tmp *= cast(lr / (1 - b1**t))
     p -= tmp
+
+
+# --- softmax cross-entropy ----------------------------------------------------------------
+
+
+SHIFT_SPAN = 60.0  # exp(-60) ~ 1e-26: far from float32's underflow (1e-38)
+
+
+def softmax_cross_entropy_forward(logits, targets, ignore_index=-1):
+    """layers.softmax_cross_entropy_forward's numbers (same contract, same cache), with
+    fewer and faster passes: one shift for the whole array when the logits allow it, the
+    shifted logits becoming the probabilities in place."""
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V)  # (N, V)
+    y = targets.reshape(-1)  # (N,)
+    valid = y != ignore_index
+    n_valid = int(valid.sum())
+    yv = np.where(valid, y, 0)  # any in-range id for ignored rows
+    rows = np.arange(len(y))
+    # Softmax ignores a shift of a row; any shift that keeps exp from overflowing and the
+    # row's largest term from underflowing gives the same numbers, to rounding. One number for
+    # the whole array does when every logit lies within SHIFT_SPAN of the largest: two fast
+    # reductions over contiguous memory, where a max per row of V = 65 runs one short loop
+    # per row (several times slower). Otherwise, the max of each row.
+    top = z.max() if z.size else 0.0
+    if z.size and top - z.min() <= SHIFT_SPAN:
+        probs = z - top  # (N, V), every entry in [-SHIFT_SPAN, 0]
+    else:
+        probs = z - np.fmax.reduce(z, axis=-1, keepdims=True)  # (N, V) each row's max is 0
+    target = probs[rows, yv]  # (N,) shifted logit of each target, before exp overwrites it
+    np.exp(probs, out=probs)
+    sumexp = probs @ np.ones(V, dtype=probs.dtype)  # (N,) row sums, by BLAS
+    probs *= (1.0 / sumexp)[:, None]  # softmax
+    if n_valid == 0:
+        loss = logits.dtype.type(0.0)
+    else:
+        logp = target - np.log(sumexp)  # (N,) log p(y)
+        loss = logits.dtype.type(-(logp @ valid.astype(logp.dtype)) / n_valid)
+    return loss, CrossEntropyCache(probs, yv, valid, n_valid, logits.shape)
+
+
+def softmax_cross_entropy_backward(dloss, cache):
+    """layers.softmax_cross_entropy_backward's numbers: dloss (probs - onehot) / n_valid,
+    zero on ignored rows, the copy and the scaling in one pass."""
+    probs, yv, valid, n_valid, shape = cache
+    if n_valid == 0:
+        return np.zeros(shape, dtype=probs.dtype)
+    scale = (valid * (dloss / n_valid)).astype(probs.dtype)  # (N,) 0 on ignored rows
+    dz = np.multiply(probs, scale[:, None])  # (N, V), a new array
+    dz[np.arange(len(yv)), yv] -= scale
+    return dz.reshape(shape)
+
+
+# --- embedding -----------------------------------------------------------------------------
+
+SMALL_VOCAB = 256  # up to this many ids, one masked sum per id; above, a sort (see below)
+
+
+def embedding_forward(idx, wte, padding_idx=None):
+    """layers.embedding_forward, bit for bit: np.take gathers the rows (a copy, as wte[idx]
+    makes) without fancy indexing's general machinery."""
+    return np.take(wte, idx, axis=0), (idx, wte.shape, wte.dtype, padding_idx)
+
+
+def embedding_backward(dout, cache, out=None):
+    """layers.embedding_backward's numbers (same contract): row v of dwte is the sum of dout
+    over the positions where idx == v. np.add.at adds one row at a time. A small vocabulary
+    (a character model's 65) takes one vectorised sum per id over the rows that hold it; a
+    large one (GPT-2's 50257) sorts the ids and sums each run of equal ids at once
+    (np.add.reduceat)."""
+    idx, shape, dtype, padding_idx = cache
+    V, C = shape
+    dwte = np.zeros(shape, dtype=dtype) if out is None else out  # (V, C)
+    ids, rows = idx.reshape(-1), dout.reshape(-1, C)  # (N,), (N, C)
+    if padding_idx is not None:  # the padding vector stays fixed, as in nn.Embedding
+        keep = ids != padding_idx
+        ids, rows = ids[keep], rows[keep]
+    if ids.size == 0:
+        return dwte
+    if V <= SMALL_VOCAB:
+        for v in range(V):
+            dwte[v] += rows[ids == v].sum(axis=0)  # an id never seen adds 0
+        return dwte
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # each run's start
+    dwte[sorted_ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)  # ids unique here
+    return dwte

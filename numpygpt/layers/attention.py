@@ -16,7 +16,10 @@ Two implementations of the heads that compute the same numbers:
   (`reference_heads_*`, which grouped-query attention shares). Slow, but each line is one
   idea; the tests compare the two.
 A third, faster one computes the same numbers without the masked half of the scores
-(numpygpt/kernels/fast.py); the models use whichever numpygpt.kernels has chosen.
+(numpygpt/kernels/fast.py), and a fourth, flash attention (numpygpt/kernels/flash.py), without
+keeping any (T, T) array; the models use whichever numpygpt.kernels has chosen. The dropout
+mask on the probabilities is drawn in blocks of rows (draw_dropout), so that all four drop the
+same entries from the same rng.
 
 `attention_core_cached` is the forward for generation, with the keys and values of earlier
 tokens kept in a cache.
@@ -102,13 +105,59 @@ def softmax_backward_(datt, att):
     datt *= att
 
 
+# The attention-dropout mask is drawn in blocks of DROPOUT_ROWS rows: the rows [t0, t1) of
+# sequence b, over the keys [0, t1) they may see, come from a generator of their own, seeded by
+# (seed, b, t0 // DROPOUT_ROWS) with one seed per call drawn from the caller's rng. So a kernel
+# that works a block of rows at a time (kernels/flash.py) draws just that block's mask, in its
+# forward and again in its backward, and never holds the (B, nh, T, T) whole; the plain layers
+# build the whole mask from the same blocks, so every implementation drops the same entries.
+DROPOUT_ROWS = 64
+
+
+def dropout_seed(attn_pdrop, rng):
+    """The one number drawn from rng that fixes a call's attention-dropout mask (None: p = 0)."""
+    return None if attn_pdrop == 0.0 else int(rng.integers(2**63))
+
+
+def dropout_block(seed, b, r, n_head, T, attn_pdrop, dtype):
+    """Row block r of sequence b's scaled keep-mask (0 or 1/(1-p)): the rows
+    [r R, r R + R) (R = DROPOUT_ROWS, cut at T) over the keys [0, r R + R), (nh, rows, keys)."""
+    t0, t1 = r * DROPOUT_ROWS, min(r * DROPOUT_ROWS + DROPOUT_ROWS, T)
+    dtype = np.dtype(dtype)
+    keep = np.random.default_rng((seed, b, r)).random((n_head, t1 - t0, t1), dtype=dtype)
+    return (keep >= attn_pdrop) * dtype.type(1.0 / (1.0 - attn_pdrop))
+
+
+def dropout_rows(seed, b, t0, t1, n_head, T, attn_pdrop, dtype):
+    """Sequence b's scaled keep-mask on the rows [t0, t1) over the keys [0, t1) they may see,
+    (nh, t1 - t0, t1), gathered from the row blocks that hold them: draw_dropout's entries."""
+    R = DROPOUT_ROWS
+    if t0 % R == 0 and t1 == min(t0 + R, T):  # exactly one row block: the common case
+        return dropout_block(seed, b, t0 // R, n_head, T, attn_pdrop, dtype)
+    out = np.zeros((n_head, t1 - t0, t1), dtype=dtype)
+    for r in range(t0 // R, (t1 - 1) // R + 1):
+        r0 = r * R
+        lo, hi = max(t0, r0), min(t1, r0 + R)  # the rows wanted from this block
+        block = dropout_block(seed, b, r, n_head, T, attn_pdrop, dtype)
+        out[:, lo - t0:hi - t0, :hi] = block[:, lo - r0:hi - r0, :hi]  # keys >= hi: future
+    return out
+
+
 def draw_dropout(probs_shape, attn_pdrop, rng, dtype):
-    """The attention-dropout mask (0 or 1/(1-p)), drawn the same way by every implementation
-    (the same numbers from the same rng as dropout_forward's mask); None when p = 0."""
-    if attn_pdrop == 0.0:
+    """The whole attention-dropout mask (B, nh, T, T) of 0 or 1/(1-p) (what it holds on the
+    future does not matter: the probabilities there are 0), built from its row blocks
+    (dropout_block): what every implementation drops, whole or by blocks, from the same rng.
+    None when p = 0."""
+    seed = dropout_seed(attn_pdrop, rng)
+    if seed is None:
         return None
-    keep = rng.random(probs_shape, dtype=dtype) >= attn_pdrop  # (B, nh, T, T) True = keep
-    return keep * np.dtype(dtype).type(1.0 / (1.0 - attn_pdrop))
+    B, nh, T, _ = probs_shape
+    mask = np.zeros(probs_shape, dtype=dtype)
+    for b in range(B):
+        for r in range(-(-T // DROPOUT_ROWS)):
+            t0, t1 = r * DROPOUT_ROWS, min(r * DROPOUT_ROWS + DROPOUT_ROWS, T)
+            mask[b, :, t0:t1, :t1] = dropout_block(seed, b, r, nh, T, attn_pdrop, dtype)
+    return mask
 
 
 # --- vectorised ----------------------------------------------------------------------------

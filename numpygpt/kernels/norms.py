@@ -1,0 +1,120 @@
+"""Layer norm, fast: the same numbers as layers/layernorm.py (its twin), in cache-sized blocks.
+
+The plain layer makes about eight passes over (B, T, C) arrays that do not fit in the cache
+(3 MB each at the small config): each pass streams the whole array from memory and back, and
+the time goes into that traffic, not the arithmetic. Here every pass runs on one block of
+rows at a time, small enough to stay in the core's cache, and the reductions are matrix
+products (BLAS reads a block once, and is faster at a row sum than ufunc.reduce):
+
+- forward: per block, mean = x @ 1 / C, then xc = x - mean and var = rowsum(xc * xc) / C
+  while the block is still in the cache (two passes over the cache, one over memory: safer
+  than E[x^2] - mean^2, which cancels in float32 when |mean| >> std);
+- backward: with Q = dout * (x - mean) (so dout * xhat = rstd Q, xhat never formed), the
+  two row reductions of dx = rstd (g - mean(g) - xhat mean(g xhat)) (g = dout * w) are
+  products with w, mean(g) = dout @ w / C and mean(g xhat) = rstd (Q @ w) / C, and
+  dw = rstd^T Q is one more: one elementwise product feeds all three.
+
+Shapes: N rows (the leading dimensions, e.g. B * T), C channels.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..layers.layernorm import EPS, LayerNormCache
+
+BLOCK = 1 << 16  # elements per block of rows (256 kB of float32 per array)
+# Threads the rows are split over: ufuncs and BLAS release the GIL, so two threads run two
+# halves of the rows at once. 1 = no pool (see docs/performance.md for when it pays).
+THREADS = int(os.environ.get("NUMPYGPT_NORM_THREADS", "1"))
+_pool = []  # the thread pool, made on first use
+
+
+def _row_blocks(r0, r1, C):
+    """(a, b) blocks of rows of about BLOCK elements covering r0..r1-1."""
+    rows = max(1, BLOCK // C)
+    return [(a, min(a + rows, r1)) for a in range(r0, r1, rows)]
+
+
+def _split(work, N):
+    """work(r0, r1) on THREADS contiguous parts of the rows 0..N-1; the list of its results."""
+    if THREADS <= 1 or N < 2 * THREADS:
+        return [work(0, N)]
+    if not _pool:
+        _pool.append(ThreadPoolExecutor(THREADS, thread_name_prefix="numpygpt-norm"))
+    cuts = [N * i // THREADS for i in range(THREADS + 1)]
+    return list(_pool[0].map(work, cuts[:-1], cuts[1:]))
+
+
+def layernorm_forward(x, w, b, eps=EPS):
+    """layers.layernorm_forward's numbers (same contract, same cache), by blocks of rows."""
+    C = x.shape[-1]
+    x2 = np.ascontiguousarray(x).reshape(-1, C)  # (N, C)
+    N = x2.shape[0]
+    dt = x.dtype.type
+    out = np.empty_like(x2)
+    mean = np.empty((N, 1), dtype=x.dtype)
+    rstd = np.empty((N, 1), dtype=x.dtype)
+    ones_c = np.full(C, dt(1.0 / C), dtype=x.dtype)  # x @ ones_c: the row means, by BLAS
+
+    def rows(r0, r1):
+        for a, z in _row_blocks(r0, r1, C):
+            xb, ob, mb, rb = x2[a:z], out[a:z], mean[a:z], rstd[a:z]
+            np.matmul(xb, ones_c, out=mb[:, 0])  # (n,) means
+            np.subtract(xb, mb, out=ob)  # xc, still in the cache for the next passes
+            np.vecdot(ob, ob, out=rb[:, 0])  # sum of squares (n,)
+            rb *= dt(1.0 / C)  # biased variance
+            rb += dt(eps)
+            np.sqrt(rb, out=rb)
+            np.reciprocal(rb, out=rb)
+            ob *= rb  # xhat
+            ob *= w
+            ob += b
+
+    _split(rows, N)
+    lead = x.shape[:-1] + (1,)
+    return out.reshape(x.shape), LayerNormCache(x, w, mean.reshape(lead), rstd.reshape(lead))
+
+
+def layernorm_backward(dout, cache):
+    """layers.layernorm_backward's numbers: dx = rstd (g - mean(g) - xhat mean(g xhat)),
+    g = dout * w, by blocks of rows, its two row reductions products with w."""
+    x, w, mean, rstd = cache
+    C = x.shape[-1]
+    dt = x.dtype.type
+    x2 = np.ascontiguousarray(x).reshape(-1, C)  # (N, C)
+    d2 = np.ascontiguousarray(dout, dtype=x.dtype).reshape(-1, C)
+    mean2, rstd2 = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+    N = x2.shape[0]
+    dx = np.empty_like(x2)
+    w_c = w * dt(1.0 / C)  # products with w / C give the two row means
+
+    def rows(r0, r1):  # dx of the rows [r0, r1), and their part of dw and db
+        dw, db = np.zeros(C, dtype=x.dtype), np.zeros(C, dtype=x.dtype)
+        n = min(r1 - r0, max(1, BLOCK // C))
+        xc, q = np.empty((n, C), dtype=x.dtype), np.empty((n, C), dtype=x.dtype)  # reused
+        for a, z in _row_blocks(r0, r1, C):
+            n = z - a
+            xb, qb, d_, gb, rs = xc[:n], q[:n], d2[a:z], dx[a:z], rstd2[a:z]
+            np.subtract(x2[a:z], mean2[a:z], out=xb)  # x - mean; xhat = xb * rstd
+            np.multiply(d_, xb, out=qb)  # Q = dout * (x - mean): dout * xhat = rstd Q
+            dw += rs[:, 0] @ qb  # sum over rows of dout * xhat, as one product
+            db += np.ones(n, dtype=x.dtype) @ d_
+            mg = (d_ @ w_c)[:, None]  # (n, 1) mean(g), g = dout * w
+            mgx = (qb @ w_c)[:, None]  # (n, 1) mean(g * xhat) / rstd
+            mgx *= rs
+            mgx *= rs  # xhat mean(g xhat) = (x - mean) rstd^2 (Q @ w / C)
+            np.multiply(d_, w, out=gb)  # g
+            gb -= mg
+            xb *= mgx
+            gb -= xb
+            gb *= rs
+        return dw, db
+
+    parts = _split(rows, N)
+    dw, db = parts[0]
+    for dw_, db_ in parts[1:]:
+        dw += dw_
+        db += db_
+    return dx.reshape(x.shape), dw, db
