@@ -556,6 +556,8 @@ def cmd_bench(args):
         except ImportError:
             raise ConfigError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
                               "never does") from None
+    if args.kernels:  # every kernel against PyTorch's op, then flash attention's memory
+        return _bench_kernels(args, rounds)
     peak = matmul_peak()
     print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; float32 matmul peak: "
           f"{peak / 1e9:.0f} GFLOP/s", flush=True)
@@ -592,6 +594,26 @@ def cmd_bench(args):
               f"{speedup:.1f}x faster, {'identical' if same else 'DIFFERENT'} greedy tokens")
     if args.json:
         _write_json(args.json, results)
+    return 0
+
+
+def _bench_kernels(args, rounds):
+    from .bench.kernels import bench_flash, bench_kernels, format_flash, format_kernels
+
+    if args.profile or args.ddp is not None or args.config not in (None, "small"):
+        raise ConfigError("--kernels times the kernels at the small shapes: no --profile, "
+                          "--ddp or other --config")
+    print("timing every kernel, forward + backward, "
+          + ("against PyTorch's op, " if args.vs_torch else "") + f"{rounds} interleaved "
+          "rounds...", flush=True)
+    res = bench_kernels(rounds=rounds, threads=args.threads, vs_torch=args.vs_torch)
+    print(format_kernels(res), flush=True)
+    flash = [row for p in (0.0, 0.2) for row in bench_flash(
+        p=p, rounds=max(1, rounds // 2), vs_torch=args.vs_torch, threads=args.threads)]
+    print("\n" + format_flash(flash), flush=True)
+    res["flash"] = flash
+    if args.json:
+        _write_json(args.json, res)
     return 0
 
 
@@ -711,6 +733,12 @@ def build_parser():
                         "step by operator, from torch.profiler)")
     p.add_argument("--vs-torch", action="store_true",
                    help="the same step in PyTorch eager, in alternating rounds")
+    p.add_argument("--kernels", action="store_true",
+                   help="every kernel of both models (layer norm, RMSNorm, GELU, SwiGLU, "
+                        "attention with and without dropout, flash attention, GQA, softmax "
+                        "cross-entropy, AdamW, embedding), forward + backward at the small "
+                        "shapes: plain vs the chosen kernels (with --vs-torch also PyTorch's "
+                        "op), then flash attention's memory and time at T=256 and T=1024")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating rounds, the median is kept (default 7; gpt2-finetune: 3)")
     p.add_argument("--steps", type=int, default=None,

@@ -334,3 +334,65 @@ def test_bench_profile_takes_one_config(config, capsys, monkeypatch):
     lines = err.strip().splitlines()
     assert code not in (0, None) and len(lines) == 1, err
     assert "--profile takes one config" in lines[0]
+
+
+# --- bench --kernels: every kernel, and flash attention's memory ----------------------------
+
+TINY_SHAPES = dict(B=2, T=16, C=24, nh=2, nkv=1, hidden=32, V=11)
+
+
+def test_kernel_table_times_every_kernel_of_both_models():
+    res = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES)
+    names = [r["kernel"] for r in res["rows"]]
+    for kernel in ("layer norm", "RMSNorm", "GELU (tanh)", "SwiGLU MLP", "attention, causal",
+                   "attention, dropout 0.2", "flash attention, causal", "GQA heads",
+                   "softmax cross-entropy", "AdamW, 12 C^2 params", "embedding"):
+        assert kernel in names
+    for row in res["rows"]:
+        assert row["plain_ms"] > 0 and row["ours_ms"] > 0 and "torch_ms" not in row
+    text = bench.format_kernels(res)
+    assert res["cpu"] in text and "ours/plain" in text and "torch" not in text.split("\n")[4]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_kernel_table_against_torch_has_a_ratio_per_row():
+    res = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES, vs_torch=True,
+                              names={"layer norm", "flash attention, drop 0.2",
+                                     "AdamW, 12 C^2 params", "softmax cross-entropy",
+                                     "GQA heads", "embedding"})
+    assert len(res["rows"]) == 6
+    assert all(r["ours_vs_torch"] > 0 and r["torch_ms"] > 0 for r in res["rows"])
+    assert "ours/torch" in bench.format_kernels(res)
+
+
+def test_flash_keeps_no_t_squared_memory():
+    rows = bench.bench_flash(lengths=((128, 2),), C=16, nh=2, p=0.2, rounds=1)
+    r = rows[0]
+    # plain and blocked keep probabilities and dropout mask, 2 x B nh T T float32 = 0.5 MB
+    assert r["plain_cache_mb"] >= 2 * 2 * 2 * 128 * 128 * 4 / 2**20
+    assert r["flash_cache_mb"] < r["plain_cache_mb"] / 5
+    assert r["flash_peak_mb"] < r["plain_peak_mb"]
+    assert "flash" in bench.format_flash(rows)
+
+
+def test_bench_kernels_cli(monkeypatch, capsys, tmp_path):
+    from numpygpt.bench import kernels as K
+
+    monkeypatch.setattr(K, "SHAPES", TINY_SHAPES)
+    monkeypatch.setattr(K, "FLASH_LENGTHS", ((32, 1),))
+    out = tmp_path / "k.json"
+    assert main(["bench", "--kernels", "--rounds", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layer norm" in text and "flash" in text and "BLAS" in text
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 12 and len(saved["flash"]) == 2  # dropout 0 and 0.2
+    assert main(["bench", "--kernels", "--profile"]) == 1
+
+
+def test_bench_kernels_vs_torch_without_torch_is_one_clear_line(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    assert main(["bench", "--kernels", "--vs-torch"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PyTorch" in err[0]

@@ -17,6 +17,9 @@ The map, one module per job, imports flowing down the list:
                    bench_training (ms/step, tok/s, MFU, peak memory in a fresh process),
                    bench_kv_cache, bench_attention (vectorised vs the loop reference)
     finetune.py    `bench --config gpt2-finetune`: GPT-2 small, full vs LoRA vs PyTorch
+    kernels.py     `bench --kernels [--vs-torch]`: every kernel's forward + backward against
+                   its plain twin and PyTorch's op (bench_kernels), and flash attention's
+                   memory and time at T=256 and T=1024 (bench_flash)
     profile.py     `bench --profile`: one step's time per kernel, read from the kernel table
                    (timed_layers wraps the entries of numpygpt.kernels.ops while a step runs),
                    and PyTorch's step per operator group under torch.profiler
@@ -38,6 +41,7 @@ from .finetune import (
     bench_finetune,
     format_finetune,
 )
+from .kernels import bench_flash, bench_kernels, format_flash, format_kernels
 from .machine import blas_description, cpu_name, matmul_peak
 from .profile import (
     GLUE,
@@ -71,6 +75,8 @@ __all__ = [
     # fine-tuning at GPT-2 size
     "GPT2_SMALL", "FINETUNE_BATCH", "FINETUNE_LORA", "FINETUNE_TARGETS", "bench_finetune",
     "format_finetune",
+    # every kernel, and flash attention
+    "bench_kernels", "format_kernels", "bench_flash", "format_flash",
     # the profile
     "PROFILED_LAYERS", "PROFILE_ROWS", "GLUE", "TORCH_OTHER", "TORCH_PYTHON", "gemm_flops",
     "timed_layers", "profile_step", "profile_torch_step", "format_profile", "plot_profile",
