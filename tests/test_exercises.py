@@ -130,8 +130,9 @@ CHECKERS = list(CORRECT)
 def test_every_checker_is_tested():
     every = {getattr(E, n) for n in E.__all__ if n.startswith("check_")} - {E.check_backward}
     assert set(CHECKERS) <= every
-    # the checkers notebooks 07 and 10 gained lately are tested with their chapters
-    assert all(c.__module__.endswith((".ch07_gpt", ".ch10_sampling"))
+    # the checkers notebooks 07, 10 and 23 gained lately are tested with their chapters
+    # (23: tests/test_exercises_flash.py)
+    assert all(c.__module__.endswith((".ch07_gpt", ".ch10_sampling", ".ch23_flash"))
                for c in every - set(CHECKERS)), every - set(CHECKERS)
     assert not hasattr(E, "check_residual_block_backward")
 
