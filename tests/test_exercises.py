@@ -130,9 +130,10 @@ CHECKERS = list(CORRECT)
 def test_every_checker_is_tested():
     every = {getattr(E, n) for n in E.__all__ if n.startswith("check_")} - {E.check_backward}
     assert set(CHECKERS) <= every
-    # the checkers notebooks 07, 10 and 23 gained lately are tested with their chapters
-    # (23: tests/test_exercises_flash.py)
-    assert all(c.__module__.endswith((".ch07_gpt", ".ch10_sampling", ".ch23_flash"))
+    # the checkers notebooks 07, 10, 21, 22 and 23 gained lately are tested with their chapters
+    # (21 and 22: tests/test_exercises_dpo.py; 23: tests/test_exercises_flash.py)
+    assert all(c.__module__.endswith((".ch07_gpt", ".ch10_sampling", ".ch21_translation",
+                                      ".ch22_dpo", ".ch23_flash"))
                for c in every - set(CHECKERS)), every - set(CHECKERS)
     assert not hasattr(E, "check_residual_block_backward")
 

@@ -72,6 +72,8 @@ from .ch17_instruction_tuning import (
 from .ch18_lora import check_lora_backward
 from .ch19_data_parallel import check_data_parallel_grads, reference_data_parallel_grads
 from .ch20_llama import check_rmsnorm_backward
+from .ch21_translation import check_my_chinese, reference_chinese, translation_runs
+from .ch22_dpo import check_dpo_loss_backward, check_dpo_loss_forward
 from .ch23_flash import check_online_softmax_step, reference_online_softmax_step
 from .checking import check_backward, fast_mode
 from .diagnosis import MATCH
@@ -104,5 +106,7 @@ __all__ = [
     "check_lora_backward",
     "reference_data_parallel_grads", "check_data_parallel_grads",
     "check_rmsnorm_backward",
+    "check_my_chinese", "reference_chinese", "translation_runs",
+    "check_dpo_loss_forward", "check_dpo_loss_backward",
     "reference_online_softmax_step", "check_online_softmax_step",
 ]
