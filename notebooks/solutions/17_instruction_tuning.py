@@ -27,7 +27,8 @@ def my_sequence_mean_ce_backward(dloss, cache):
     b, t = np.nonzero(valid)
     dz[b, t, targets[b, t]] -= 1  # p - onehot(y) on the counted rows
     weight = valid * (dloss / (B * n))  # (B, T): 1 / (B n_b), and 0 on ignored rows
-    return dz * weight[..., None]
+    # dloss / (B n) is float64: cast the weights, so that float32 probs give float32 dlogits
+    return dz * weight[..., None].astype(dz.dtype)
 
 # %% token_vs_sequence_mean
 # **Here.** A cut answer fills the context, so it has many counted targets (20 or more

@@ -39,12 +39,12 @@ def my_lora_backward(dout, cache):
 # - GPT-2's `c_attn` is $(768, 2304)$: $768 \cdot 2304 / 3072 = 576$; its MLP's $(768, 3072)$:
 #   614. A rank-8 adapter is 1.4% of either.
 #
-# Section 1 found that a rank of a small fraction of the width holds 90% of the update of
-# full fine-tuning, and section 4 found the accuracy levelling off by rank 4 to 8: a rank of
-# 4 or 8 is the sensible choice here, far below the break-even rank of 96. The accuracy stops
-# improving because the extra directions a larger rank allows are the ones the update hardly
-# uses: the tail of the spectrum is small and largely noise from a few hundred stochastic
-# steps on a few hundred texts. What limits the accuracy is then the data (short windows, some
+# Section 1 found that a rank of a fraction of the width (about a quarter of it or less, in the
+# full-mode run) holds 90% of the update of full fine-tuning, and section 4 that ranks of a
+# few already did as well as full fine-tuning: a rank of 4 or 8 is the sensible choice here,
+# far below the break-even rank of 96. The accuracy stops improving because the extra
+# directions a larger rank allows are the ones the update hardly uses: the tail of the
+# spectrum is small and largely noise from a short stochastic run on a few hundred texts. What limits the accuracy is then the data (short windows, some
 # truly ambiguous) and the model's pretrained features, not the freedom of the update. (An
 # answer that takes the course model's shapes from `base_model.config` is just as good: the
 # break-even rank scales with the width, $3C/4$ for `c_attn`.)
