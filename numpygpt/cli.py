@@ -207,7 +207,7 @@ def _add_finetune_flags(p):
                 "gpt2-medium, ...; number-translation: a new model unless given",
         "task": "classify (text -> label), instruct (instruction -> response), or "
                 "number-translation (English number words -> Chinese numerals: a new model "
-                "trained by its own recipe, about 10 minutes)",
+                "trained by its own recipe, 2000 steps)",
         "keep": "instruct: the run's result, the last weights or the best by the held-out "
                 "answers' exact match at the evaluations (number-translation: best)",
         "data": "numpy-topics (classify), numpy-qa or numpy-summaries (instruct), or a file: "
