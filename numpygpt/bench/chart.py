@@ -27,7 +27,8 @@ def plot_profile(r, torch_res=None):
 
     rows = r["rows"][::-1]  # the first layer at the top
     panels = 2 if torch_res is not None and "groups" in torch_res else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 0.32 * len(rows) + 1.6),
+    # sized to be read on a laptop screen and on the course site (10-point legends and labels)
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 0.36 * len(rows) + 1.8),
                              squeeze=False)
     ax = axes[0, 0]
     ypos = np.arange(len(rows))
@@ -40,7 +41,7 @@ def plot_profile(r, torch_res=None):
         ax.barh(y, fwd, color=color)
         ax.barh(y, bwd, left=fwd, color=color, alpha=0.55)
         if row["gflop"]:
-            ax.text(fwd + bwd, y, f" {row['pct_peak']:.0f}% of peak", va="center", fontsize=8)
+            ax.text(fwd + bwd, y, f" {row['pct_peak']:.0f}% of peak", va="center", fontsize=10)
     ax.set_yticks(ypos, [row["row"] for row in rows])
     ax.set_xlim(0, 1.25 * max(row["total_ms"] for row in rows))
     ax.set(xlabel="ms per training step",
@@ -52,7 +53,8 @@ def plot_profile(r, torch_res=None):
                        Patch(color="tab:orange", label="elementwise"),
                        Patch(color="0.4", label="forward"),
                        Patch(color="0.4", alpha=0.55, label="backward (lighter)")],
-              loc="lower right", fontsize=8)
+              loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=10,
+              frameon=False)  # below the axes: never over a bar
     if panels == 2:
         ours = dict.fromkeys(torch_res["groups"], 0.0)
         for row in r["rows"]:
@@ -68,8 +70,9 @@ def plot_profile(r, torch_res=None):
         ax2.set_yticks(y, groups)
         ax2.set(xlabel="% of the step (each library's own step)",
                 title=f"shares of the step; PyTorch {torch_res['ms_per_step']:.0f} ms per step")
-        ax2.legend(fontsize=8)
+        ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=10,
+                   frameon=False)
     fig.suptitle(f"{r['cpu']}; BLAS: {r['blas']}; float32 GEMM peak "
-                 f"{r['peak_gflops']:.0f} GFLOP/s", fontsize=9)
+                 f"{r['peak_gflops']:.0f} GFLOP/s", fontsize=11)
     fig.tight_layout()
     return fig
