@@ -501,10 +501,18 @@ def test_sample_and_gradcheck_flags(argv, needles, fresh, capsys):
     assert out == ""
 
 
+def _sigint_as_in_a_terminal():
+    """A Ctrl-C test's child starts with SIGINT's default action, as under a terminal: a test
+    run started in the background by a shell (`pytest &`, nohup) has SIGINT ignored, which its
+    children would inherit, and then an early Ctrl-C could never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(argv, cwd, env=None):
     return subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=_sigint_as_in_a_terminal)
 
 
 def test_ctrl_c_during_training_saves_and_exits_130(tmp_path, fresh):
@@ -541,7 +549,7 @@ def test_ctrl_c_while_numpy_is_importing_is_one_line(tmp_path):
         "sys.argv = ['numpygpt', 'train', '--preset', 'tiny']\n"
         "runpy.run_module('numpygpt', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+                          timeout=60, cwd=tmp_path, preexec_fn=_sigint_as_in_a_terminal)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "numpygpt: interrupted\n"
 
