@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from exercise_reports import flat
 
 from numpygpt import layers as L
 from numpygpt.course import exercises as E
@@ -136,11 +137,6 @@ def test_every_checker_is_tested():
                                       ".ch22_dpo", ".ch23_flash"))
                for c in every - set(CHECKERS)), every - set(CHECKERS)
     assert not hasattr(E, "check_residual_block_backward")
-
-
-def flat(text):
-    """The report's text with its wrapped detail lines joined again."""
-    return re.sub(r"\n {6}", " ", text)
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=[c.__name__ for c in CHECKERS])

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import test_exercises as T
+from exercise_reports import flat
 
 from numpygpt import layers as L
 from numpygpt.course import exercises as E
@@ -20,10 +21,6 @@ from numpygpt.course.exercises.diagnosis import MATCH, rounding, threshold
 from numpygpt.training.optim import cosine_lr
 
 EPS32, EPS64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
-
-
-def flat(text):
-    return re.sub(r"\n {6}", " ", text)
 
 
 def crosses(text, name):

@@ -8,37 +8,11 @@ import re
 
 import numpy as np
 import pytest
+from exercise_reports import assert_not_implemented, assert_passes, flat, no_return, stub
 
 from numpygpt import layers as L
 from numpygpt.course import exercises as E
 from numpygpt.finetune import numbers
-
-
-def flat(text):
-    """The report's text with its wrapped detail lines joined again."""
-    return re.sub(r"\n {6}", " ", text)
-
-
-def stub(*args):
-    # your code here
-    raise NotImplementedError
-
-
-def no_return(*args):
-    _ = args
-
-
-def assert_passes(report):
-    text = str(report)
-    assert report.ok, text
-    assert text.endswith("all correct, well done!") and "✗" not in text
-
-
-def assert_not_implemented(report):
-    text = str(report)
-    assert not report.ok and report.not_implemented, text
-    assert text.endswith("not implemented yet") and "nan" not in text, text
-
 
 # --- notebook 21: my_chinese -----------------------------------------------------------------
 

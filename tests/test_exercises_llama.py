@@ -7,13 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from exercise_reports import flat
 
 from numpygpt import layers as L
 from numpygpt.course import exercises as E
-
-
-def flat(text):
-    return re.sub(r"\n {6}", " ", text)
 
 
 def rmsnorm_backward(dout, cache):

@@ -98,17 +98,23 @@ def test_several_default_blocks_equal_the_plain_layer():
     _blocked_against_plain_and_loops(1, 130, 8, 2, 0.1, seed=4)
 
 
-@pytest.mark.parametrize("p", [0.0, 0.3])
-def test_blocked_heads_pass_finite_differences(query_block, p):
+def _heads_pass_finite_differences(kernel, p):
+    """kernel's attention heads (a module with attention_core_forward / _backward) against
+    finite differences, float64, with and without dropout."""
     rng = np.random.default_rng(7)
     B, T, C, nh = 2, 5, 8, 2
     qkv = rng.standard_normal((B, T, 3 * C))
 
     def forward(qkv):  # the same dropout mask in every call
-        return fast.attention_core_forward(qkv, nh, p, np.random.default_rng(8))
+        return kernel.attention_core_forward(qkv, nh, p, np.random.default_rng(8))
 
-    errors = check_layer(forward, fast.attention_core_backward, {"qkv": qkv}, ["qkv"], rng=rng)
+    errors = check_layer(forward, kernel.attention_core_backward, {"qkv": qkv}, ["qkv"], rng=rng)
     assert max(errors.values()) <= THRESHOLD, errors
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_blocked_heads_pass_finite_differences(query_block, p):
+    _heads_pass_finite_differences(fast, p)
 
 
 # --- flash attention -----------------------------------------------------------------------
@@ -165,15 +171,7 @@ def test_flash_with_several_key_blocks_rescales_the_running_max(monkeypatch):
 
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_flash_passes_finite_differences(flash_blocks, p):
-    rng = np.random.default_rng(7)
-    B, T, C, nh = 2, 5, 8, 2
-    qkv = rng.standard_normal((B, T, 3 * C))
-
-    def forward(qkv):  # the same dropout mask in every call
-        return flash.attention_core_forward(qkv, nh, p, np.random.default_rng(8))
-
-    errors = check_layer(forward, flash.attention_core_backward, {"qkv": qkv}, ["qkv"], rng=rng)
-    assert max(errors.values()) <= THRESHOLD, errors
+    _heads_pass_finite_differences(flash, p)
 
 
 def test_flash_cache_holds_nothing_of_size_t_squared():

@@ -10,7 +10,17 @@ from ... import layers as L
 from ...gradcheck import THRESHOLD, numerical_gradient
 from ...kernels import kernels
 from ...models.gpt import GPT, GPTConfig, param_count
-from .checking import Case, as_scalar, grad_case, randn, run, show_report, variant
+from .checking import (
+    Case,
+    Opaque,
+    as_scalar,
+    grad_case,
+    learner_cache,
+    randn,
+    run,
+    show_report,
+    variant,
+)
 from .diagnosis import as_array
 from .report import Report, fn_name
 
@@ -255,17 +265,6 @@ class _Known:
         return self.fn(dout, known)
 
 
-class _Opaque:
-    """The learner's own cache, handed through the checker's deep copies untouched (it may
-    hold anything, even a Generator); the learner's backward gets a deep copy of it."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __deepcopy__(self, memo):
-        return self
-
-
 DROPOUT_BACKWARD_MISTAKES = [
     ("a new mask drawn in the backward: the gradient flows only through the elements the "
      "forward kept, so the backward must reuse the forward's mask (keep it in the cache)",
@@ -298,34 +297,23 @@ def check_dropout_backward(fn, forward, show=True):
     for label, shape, p, dtype, seed in _DROPOUT_CASES:
         x = _dropout_input(shape, dtype, seed)
         right, mask = L.dropout_forward(x, p, np.random.default_rng(seed))
-        why = ""
-        try:
-            with np.errstate(all="ignore"):
-                result = forward(x.copy(), p, np.random.default_rng(seed))
-        except NotImplementedError:
-            report.lines.append(f"✗ {fn_name(forward)} raises NotImplementedError: not "
-                                "implemented yet (the backward is checked on the cache your "
-                                "forward returns)")
-            report.not_implemented = True
-            return show_report(report, show)
-        except Exception as e:  # the learner's forward failed: say so, never raise
-            why = f"raised {type(e).__name__}"
-        else:
+
+        def judge(result, right=right):
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
-                why = "does not return (out, cache)"
-            else:
-                out = as_array(result[0])
-                if out is None or out.shape != right.shape or not \
-                        np.max(np.abs(out - right), initial=0.0) <= 1e-5 * np.max(np.abs(right)):
-                    why = "does not compute the package's output"
-        if why:
-            report.fail("forward" + f" ({label})", f"{fn_name(forward)} {why}: make "
-                        "check_dropout_forward pass first (the backward is checked on the "
-                        "cache your forward returns)")
+                return "does not return (out, cache)"
+            out = as_array(result[0])
+            if out is None or out.shape != right.shape or not \
+                    np.max(np.abs(out - right), initial=0.0) <= 1e-5 * np.max(np.abs(right)):
+                return "does not compute the package's output"
+            return ""
+
+        result = learner_cache(report, forward, (x, p, np.random.default_rng(seed)), judge,
+                               "check_dropout_forward", label)
+        if result is None:
             return show_report(report, show)
         dout = np.random.default_rng(200 + seed).standard_normal(shape).astype(dtype)
         known = (mask, p, seed, shape, np.dtype(dtype))
-        cases.append(Case((dout, _Opaque(result[1]), known), ("dx",),
+        cases.append(Case((dout, Opaque(result[1]), known), ("dx",),
                           (dout if mask is None else dout * mask,), label, _threshold(dtype),
                           call=_dropout_backward_call, arg_names=("dout", "cache", "known")))
     return run(title, fn, cases, DROPOUT_BACKWARD_MISTAKES, {

@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import layers as L
 from .ch07_gpt import named_once
-from .checking import Case, run, show_report
+from .checking import Case, Opaque, learner_cache, run, show_report
 from .diagnosis import as_array
 from .report import Report, fn_name
 
@@ -186,17 +186,6 @@ class _Known:
         return _bwd_ref(dloss, known, **self.switches)
 
 
-class _Opaque:
-    """The learner's own cache, passed through the checker's deep copies untouched; the
-    learner's backward gets a deep copy of it."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __deepcopy__(self, memo):
-        return self
-
-
 DPO_BACKWARD_MISTAKES = [
     ("sigmoid(h) where sigmoid(-h) belongs: d/dh [-log sigmoid(h)] = -(1 - sigmoid(h)) = "
      "-sigmoid(-h), large for a pair ranked wrongly (h < 0), small for one ranked right",
@@ -241,34 +230,23 @@ def check_dpo_loss_backward(fn, forward, show=True):
         args = _case_inputs(seed, B, beta, spread, gap, dtype)
         wide = _wide(args)
         right, cache64 = L.dpo_loss_forward(*wide)
-        why = ""
-        try:
-            with np.errstate(all="ignore"):
-                result = forward(*copy.deepcopy(args))
-        except NotImplementedError:
-            report.lines.append(f"✗ {fn_name(forward)} raises NotImplementedError: not "
-                                "implemented yet (the backward is checked on the cache your "
-                                "forward returns)")
-            report.not_implemented = True
-            return show_report(report, show)
-        except Exception as e:  # the learner's forward failed: say so, never raise
-            why = f"raised {type(e).__name__}"
-        else:
+
+        def judge(result, right=right, dtype=dtype):
             loss = as_array(result[0]) if isinstance(result, (tuple, list)) and \
                 len(result) == 2 else None
             if loss is None:
-                why = "does not return (loss, cache)"
-            elif loss.shape != () or not abs(float(loss) - float(right)) <= \
+                return "does not return (loss, cache)"
+            if loss.shape != () or not abs(float(loss) - float(right)) <= \
                     (1e-4 if dtype == np.float32 else 1e-9) * max(1.0, abs(float(right))):
-                why = "does not compute the right loss"
-        if why:
-            report.fail("forward" + f" ({label})", f"{fn_name(forward)} {why}: make "
-                        "check_dpo_loss_forward pass first (the backward is checked on the "
-                        "cache your forward returns)")
+                return "does not compute the right loss"
+            return ""
+
+        result = learner_cache(report, forward, args, judge, "check_dpo_loss_forward", label)
+        if result is None:
             return show_report(report, show)
         expected = tuple(np.asarray(g, dtype=np.float64)
                          for g in L.dpo_loss_backward(DLOSS, cache64))
-        cases.append(Case((DLOSS, _Opaque(result[1]), wide), BACKWARD_NAMES, expected, label,
+        cases.append(Case((DLOSS, Opaque(result[1]), wide), BACKWARD_NAMES, expected, label,
                           dtype=dtype, strict_dtype=False, call=_backward_call,
                           arg_names=("dloss", "cache", "inputs"),
                           after_pass=dtype != np.float64, terms=B))

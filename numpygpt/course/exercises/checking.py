@@ -95,6 +95,44 @@ def _same(a, b):
 # --- running the cases -----------------------------------------------------------------------
 
 
+class Opaque:
+    """The learner's own cache, handed through the checker's deep copies untouched (it may
+    hold anything, even a Generator); the learner's backward gets a deep copy of it."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def learner_cache(report, forward, args, judge, checker, label):
+    """For a backward's checker, which works on the cache the learner's own forward returns:
+    call forward on deep copies of args. Returns its result (output, cache), or None after
+    writing in `report` why the backward cannot be checked yet: the forward raises
+    NotImplementedError (report.not_implemented), raises anything else, or judge(result)
+    names what is wrong with it ("" when it is right; `checker` is the check to pass
+    first)."""
+    try:
+        with np.errstate(all="ignore"):
+            result = forward(*copy.deepcopy(args))
+    except NotImplementedError:
+        report.lines.append(f"✗ {fn_name(forward)} raises NotImplementedError: not "
+                            "implemented yet (the backward is checked on the cache your "
+                            "forward returns)")
+        report.not_implemented = True
+        return None
+    except Exception as e:  # the learner's forward failed: say so, never raise
+        why = f"raised {type(e).__name__}"
+    else:
+        why = judge(result)
+    if why:
+        report.fail(f"forward ({label})", f"{fn_name(forward)} {why}: make {checker} pass "
+                    "first (the backward is checked on the cache your forward returns)")
+        return None
+    return result
+
+
 @dataclass
 class Case:
     """One call of the learner's function and what its outputs must be."""
