@@ -65,23 +65,25 @@ def test_query_blocks_cover_every_query_once(query_block):
         assert all(0 < t1 - t0 <= query_block for t0, t1 in blocks)
 
 
-def _blocked_against_plain_and_loops(B, T, C, nh, p, seed):
+def _heads_against_plain_and_loops(kernel, B, T, C, nh, p, seed):
+    """kernel's attention heads (fast: blocked; flash) against the plain heads and the loop
+    reference, forward and backward, float64, the same dropout mask throughout."""
     rng = np.random.default_rng(seed)
     x, w_attn, b_attn, w_proj, b_proj = _args(rng, B, T, C)
     qkv = x @ w_attn + b_attn  # (B, T, 3C)
-    y_f, cache_f = fast.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
+    y_f, cache_f = kernel.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
     y_p, cache_p = L.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
     out_r, cache_r = L.attention_reference_forward(x, w_attn, b_attn, w_proj, b_proj, nh,
                                                    attn_pdrop=p, rng=np.random.default_rng(5))
     assert np.max(np.abs(y_f - y_p)) <= MATCH
     assert np.max(np.abs(y_f @ w_proj + b_proj - out_r)) <= MATCH
-    assert np.max(np.abs(cache_f.probs - cache_r.probs)) <= MATCH
+    assert np.max(np.abs(cache_f.probs - cache_r.probs)) <= MATCH  # flash: recomputed from lse
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
     assert np.all(cache_f.probs[..., future] == 0.0)  # never written, exactly 0
     assert np.all(cache_p.probs[..., future] == 0.0)  # exp(-inf), exactly 0
     dout = rng.standard_normal(out_r.shape)  # the whole layer's upstream gradient
     dy = dout @ w_proj.T  # the heads' (out = y @ w_proj + b_proj)
-    dqkv_f = fast.attention_core_backward(dy, cache_f)
+    dqkv_f = kernel.attention_core_backward(dy, cache_f)
     assert np.max(np.abs(dqkv_f - L.attention_core_backward(dy, cache_p))) <= MATCH
     dx_r = L.attention_reference_backward(dout, cache_r)[0]  # dx = dqkv @ w_attn.T
     assert np.max(np.abs(dqkv_f @ w_attn.T - dx_r)) <= MATCH
@@ -89,13 +91,13 @@ def _blocked_against_plain_and_loops(B, T, C, nh, p, seed):
 
 @pytest.mark.parametrize("B,T,C,nh,p", [(1, 7, 8, 2, 0.0), (2, 5, 12, 3, 0.3), (1, 1, 4, 1, 0.0)])
 def test_blocked_heads_equal_the_plain_layer_and_the_loop_reference(query_block, B, T, C, nh, p):
-    _blocked_against_plain_and_loops(B, T, C, nh, p, seed=3)
+    _heads_against_plain_and_loops(fast, B, T, C, nh, p, seed=3)
 
 
 def test_several_default_blocks_equal_the_plain_layer():
     """T = 130 with the default block of 64: three blocks, the last of 2 queries."""
     assert fast.QUERY_BLOCK < 130
-    _blocked_against_plain_and_loops(1, 130, 8, 2, 0.1, seed=4)
+    _heads_against_plain_and_loops(fast, 1, 130, 8, 2, 0.1, seed=4)
 
 
 def _heads_pass_finite_differences(kernel, p):
@@ -131,38 +133,17 @@ def flash_blocks(request, monkeypatch):
     return request.param
 
 
-def _flash_against_plain_and_loops(B, T, C, nh, p, seed):
-    rng = np.random.default_rng(seed)
-    x, w_attn, b_attn, w_proj, b_proj = _args(rng, B, T, C)
-    qkv = x @ w_attn + b_attn  # (B, T, 3C)
-    y_f, cache_f = flash.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
-    y_p, cache_p = L.attention_core_forward(qkv, nh, p, np.random.default_rng(5))
-    out_r, cache_r = L.attention_reference_forward(x, w_attn, b_attn, w_proj, b_proj, nh,
-                                                   attn_pdrop=p, rng=np.random.default_rng(5))
-    assert np.max(np.abs(y_f - y_p)) <= MATCH
-    assert np.max(np.abs(y_f @ w_proj + b_proj - out_r)) <= MATCH
-    assert np.max(np.abs(cache_f.probs - cache_r.probs)) <= MATCH  # recomputed from lse
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)
-    assert np.all(cache_f.probs[..., future] == 0.0)
-    dout = rng.standard_normal(out_r.shape)
-    dy = dout @ w_proj.T
-    dqkv_f = flash.attention_core_backward(dy, cache_f)
-    assert np.max(np.abs(dqkv_f - L.attention_core_backward(dy, cache_p))) <= MATCH
-    dx_r = L.attention_reference_backward(dout, cache_r)[0]
-    assert np.max(np.abs(dqkv_f @ w_attn.T - dx_r)) <= MATCH
-
-
 @pytest.mark.parametrize("B,T,C,nh,p", [(1, 7, 8, 2, 0.0), (2, 5, 12, 3, 0.3), (1, 1, 4, 1, 0.0),
                                         (2, 70, 8, 2, 0.2)])
 def test_flash_equals_the_plain_layer_and_the_loop_reference(flash_blocks, B, T, C, nh, p):
-    _flash_against_plain_and_loops(B, T, C, nh, p, seed=3)
+    _heads_against_plain_and_loops(flash, B, T, C, nh, p, seed=3)
 
 
 def test_flash_with_several_key_blocks_rescales_the_running_max(monkeypatch):
     """T = 200, key blocks of 48: up to five key blocks per row, so the online softmax meets
     larger maxima late and rescales; large scores make a wrong rescale visible."""
     monkeypatch.setattr(flash, "KEY_BLOCK", 48)
-    _flash_against_plain_and_loops(2, 200, 8, 2, 0.1, seed=4)
+    _heads_against_plain_and_loops(flash, 2, 200, 8, 2, 0.1, seed=4)
     rng = np.random.default_rng(6)
     qkv = rng.standard_normal((1, 200, 24)) * 6  # scores of tens: exp would overflow unshifted
     y_f, _ = flash.attention_core_forward(qkv, 2)
