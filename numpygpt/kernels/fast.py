@@ -15,9 +15,9 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
 - softmax_cross_entropy_forward / _backward (twin: layers/loss.py): the same softmax with
   fewer passes (the row sums a product with ones, the backward's copy and scaling one pass).
 - embedding_forward (twin: layers/embedding.py): the lookup with np.take.
-- embedding_backward (twin: layers/embedding.py): the rows of dout summed per token id, one
-  vectorised sum per id (small vocabularies) or by sorting the ids, instead of np.add.at's
-  one-row-at-a-time loop.
+- embedding_backward (twin: layers/embedding.py): the rows of dout summed per token id: a
+  stable sort of the ids makes each id's rows one slice, summed at once, instead of
+  np.add.at's one-row-at-a-time loop.
 
 Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size.
 """
@@ -277,7 +277,7 @@ def softmax_cross_entropy_backward(dloss, cache):
 
 # --- embedding -----------------------------------------------------------------------------
 
-SMALL_VOCAB = 256  # up to this many ids, one masked sum per id; above, a sort (see below)
+SMALL_VOCAB = 256  # up to this many ids, a Python loop over the ids; above, np.add.reduceat
 
 
 def embedding_forward(idx, wte, padding_idx=None):
@@ -288,10 +288,11 @@ def embedding_forward(idx, wte, padding_idx=None):
 
 def embedding_backward(dout, cache, out=None):
     """layers.embedding_backward's numbers (same contract): row v of dwte is the sum of dout
-    over the positions where idx == v. np.add.at adds one row at a time. A small vocabulary
-    (a character model's 65) takes one vectorised sum per id over the rows that hold it; a
-    large one (GPT-2's 50257) sorts the ids and sums each run of equal ids at once
-    (np.add.reduceat)."""
+    over the positions where idx == v. np.add.at adds one row at a time. Here a stable sort
+    of the ids puts the rows of each id next to each other, in the order they came, and one
+    np.take gathers them: each id's rows are then one slice, summed at once. A small
+    vocabulary (a character model's 65) sums each slice in a Python loop over the ids; a
+    large one (GPT-2's 50257, most of its ids unseen in a batch) with np.add.reduceat."""
     idx, shape, dtype, padding_idx = cache
     V, C = shape
     dwte = np.zeros(shape, dtype=dtype) if out is None else out  # (V, C)
@@ -301,12 +302,18 @@ def embedding_backward(dout, cache, out=None):
         ids, rows = ids[keep], rows[keep]
     if ids.size == 0:
         return dwte
+    order = np.argsort(ids, kind="stable")  # stable: each id's rows keep their order
+    grouped = np.take(rows, order, axis=0)  # (N, C), the rows of id 0, then id 1, ...
     if V <= SMALL_VOCAB:
-        for v in range(V):
-            dwte[v] += rows[ids == v].sum(axis=0)  # an id never seen adds 0
+        # a sum over axis 0 adds the rows one after another, as np.add.at does: same numbers
+        ends = np.cumsum(np.bincount(ids, minlength=V))  # (V,) where each id's rows end
+        start = 0
+        for v, end in enumerate(ends.tolist()):
+            if end > start:  # an id never seen adds nothing
+                dwte[v] += grouped[start:end].sum(axis=0)
+            start = end
         return dwte
-    order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # each run's start
-    dwte[sorted_ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)  # ids unique here
+    dwte[sorted_ids[starts]] += np.add.reduceat(grouped, starts, axis=0)  # ids unique here
     return dwte
