@@ -396,3 +396,25 @@ def test_bench_kernels_vs_torch_without_torch_is_one_clear_line(monkeypatch, cap
     assert main(["bench", "--kernels", "--vs-torch"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PyTorch" in err[0]
+
+
+def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_timed_call(
+        monkeypatch):
+    from numpygpt.bench import kernels as K
+    from numpygpt.bench import machine
+
+    slept = []
+    monkeypatch.setattr(machine.time, "sleep", slept.append)
+    machine.hand_over(1)
+    assert slept == []  # one thread: no workers, no pause
+    machine.hand_over(2)
+    assert slept == [machine.HANDOVER_SECONDS] and machine.HANDOVER_SECONDS >= 0.2
+    slept.clear()
+    calls = []
+    times = K._interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                           rounds=3, threads=2)
+    assert calls == ["a", "b"] * 4 and len(times["a"]) == len(times["b"]) == 3
+    assert len(slept) == 6  # before each timed call, none before the warm-up calls
+    slept.clear()
+    K._interleaved({"a": lambda: None}, rounds=3)
+    assert slept == []

@@ -13,7 +13,14 @@ import os
 import statistics
 
 from ..models.gpt import GPTConfig, param_count
-from .machine import blas_description, cpu_name, limit_threads, matmul_peak, seconds_per_call
+from .machine import (
+    blas_description,
+    cpu_name,
+    hand_over,
+    limit_threads,
+    matmul_peak,
+    seconds_per_call,
+)
 from .step import check_counts, numpy_step_fn, peak_memory, step_flops
 
 GPT2_SMALL = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
@@ -46,7 +53,7 @@ def bench_finetune(rounds=3, steps=1, vs_torch=False, threads=None, peak=None, c
     if vs_torch:  # PyTorch is optional: imported for the comparison only
         import torch  # noqa: F401  (before limit_threads, which then sets torch's threads too)
     limit_threads(threads)
-    times, first_loss, lora_params = _time_finetune(cfg, B, T, rounds, steps, vs_torch)
+    times, first_loss, lora_params = _time_finetune(cfg, B, T, rounds, steps, vs_torch, threads)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = {"lora_vs_full": statistics.median(
         a / b for a, b in zip(times["lora"], times["full"], strict=True))}
@@ -77,7 +84,7 @@ def bench_finetune(rounds=3, steps=1, vs_torch=False, threads=None, peak=None, c
     return res
 
 
-def _time_finetune(cfg, B, T, rounds, steps, vs_torch):
+def _time_finetune(cfg, B, T, rounds, steps, vs_torch, threads):
     """The timing part of bench_finetune, in its own scope so that its models (about 2.4 GB
     for each full fine-tuning at GPT-2 size, with its optimizer state) are freed before the
     memory runs.
@@ -96,6 +103,8 @@ def _time_finetune(cfg, B, T, rounds, steps, vs_torch):
     times = {k: [] for k in variants}
     for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
         for k, step in variants.items():
+            if vs_torch:
+                hand_over(threads)  # the other library's idle workers asleep first
             times[k].append(seconds_per_call(step, steps))
     return times, first_loss, lora_params
 

@@ -15,6 +15,7 @@ and T=1024: the memory the heads keep from forward to backward, the peak while t
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import tracemalloc
@@ -25,7 +26,7 @@ import numpy as np
 from .. import layers as L
 from ..kernels import CHOICES, FLASH, PLAIN, which_kernels
 from ..layers.adamw import decays
-from .machine import blas_description, cpu_name, limit_threads
+from .machine import HANDOVER_SECONDS, blas_description, cpu_name, hand_over, limit_threads
 
 SHAPES = dict(B=16, T=256, C=384, nh=6, nkv=2, hidden=1024, V=65)  # GPT small; Llama alike
 FLASH_LENGTHS = ((256, 16), (1024, 4))  # (T, B) of bench_flash: the same tokens per batch
@@ -179,21 +180,25 @@ def _torch_adamw(rng, C):
 
 
 def _threads(threads, vs_torch):
-    """Limit numpy's BLAS (and PyTorch's, imported first so that the limit reaches it)."""
+    """Limit numpy's BLAS (and PyTorch's, imported first so that the limit reaches it).
+    Returns the threads each runs on: 1 without PyTorch, where no pause is needed between
+    the contenders (see machine.hand_over)."""
     if vs_torch:
         import torch  # noqa: F401
     if threads:
         limit_threads(threads)
+    return (threads or os.cpu_count()) if vs_torch else 1
 
 
-def _interleaved(fns, rounds):
+def _interleaved(fns, rounds, threads=1):
     """{name: [seconds per round]}: each round calls every fn once, in turn, after one warm-up
-    call each."""
+    call each (and, with more than one thread, after machine.hand_over's pause)."""
     for f in fns.values():
         f()
     times = {n: [] for n in fns}
     for _ in range(rounds):
         for n, f in fns.items():
+            hand_over(threads)
             t0 = time.perf_counter()
             f()
             times[n].append(time.perf_counter() - t0)
@@ -208,7 +213,7 @@ def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=Non
     """Time every row of kernel_cases: plain, ours (the chosen table) and, with vs_torch,
     PyTorch's op, interleaved over `rounds`. names: only these rows (tests).
     Returns a dict with one entry per row (ms medians and the median ratios)."""
-    _threads(threads, vs_torch)
+    n_threads = _threads(threads, vs_torch)
     shapes = {**SHAPES, **(shapes or {})}
     table = CHOICES[which_kernels()]
     rows = []
@@ -218,7 +223,7 @@ def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=Non
         fns = {"plain": case.ours(PLAIN), "ours": case.ours(table)}
         if vs_torch and case.torch is not None:
             fns["torch"] = case.torch()
-        t = _interleaved(fns, rounds)
+        t = _interleaved(fns, rounds, n_threads)
         row = {"kernel": case.name, **{f"{n}_ms": 1e3 * statistics.median(s) for n, s in t.items()},
                "ours_vs_plain": _ratio(t["ours"], t["plain"])}
         if "torch" in t:
@@ -226,7 +231,8 @@ def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=Non
             row["plain_vs_torch"] = _ratio(t["plain"], t["torch"])
         rows.append(row)
     res = {"shapes": shapes, "rounds": rounds, "kernels": which_kernels(), "cpu": cpu_name(),
-           "blas": blas_description(), "rows": rows}
+           "blas": blas_description(), "rows": rows,
+           "handover_s": HANDOVER_SECONDS if n_threads > 1 else 0.0}
     if vs_torch:
         import torch
 
@@ -244,7 +250,9 @@ def format_kernels(r):
              f"CPU: {r['cpu']}; BLAS: {r['blas']}"
              + (f"; PyTorch {r['torch_version']}, {r['torch_threads']} threads" if vs else ""),
              f"ours = the '{r['kernels']}' kernel table (NUMPYGPT_KERNELS); flash rows: "
-             "kernels/flash.py", "",
+             "kernels/flash.py"
+             + (f"; {r['handover_s']:g} s pause before each timed call (idle worker threads "
+                "of the call before stop spinning)" if r.get("handover_s") else ""), "",
              f"{'kernel':<28}{'plain ms':>10}{'ours ms':>10}"
              + (f"{'torch ms':>10}{'ours/torch':>12}{'plain/torch':>13}" if vs else "")
              + f"{'ours/plain':>12}"]
@@ -291,7 +299,7 @@ def bench_flash(lengths=None, C=None, nh=None, p=0.0, rounds=5, vs_torch=False, 
     """Flash attention against the plain and the blocked (fast.py) heads: for each (T, B) of
     `lengths`, the cache's size and the peak memory of forward + backward (float32), and the
     time of each, interleaved, with PyTorch's SDPA when vs_torch. Returns a list of rows."""
-    _threads(threads, vs_torch)
+    n_threads = _threads(threads, vs_torch)
     C, nh = C or SHAPES["C"], nh or SHAPES["nh"]
     tables = {"plain": PLAIN, "blocked": CHOICES["fast"], "flash": FLASH}
     rows = []
@@ -309,7 +317,7 @@ def bench_flash(lengths=None, C=None, nh=None, p=0.0, rounds=5, vs_torch=False, 
                 dy, f(qkv, nh, p, np.random.default_rng(0))[1])
         if vs_torch:
             fns["torch"] = _torch_attention(qkv, nh, dy, p)
-        t = _interleaved(fns, rounds)
+        t = _interleaved(fns, rounds, n_threads)
         for name in fns:
             row[f"{name}_ms"] = 1e3 * statistics.median(t[name])
         row["flash_vs_plain"] = _ratio(t["flash"], t["plain"])

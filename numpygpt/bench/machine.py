@@ -64,6 +64,22 @@ def limit_threads(threads):
         sys.modules["torch"].set_num_threads(threads)
 
 
+# When numpygpt and PyTorch take turns in one process with more than one thread, each library's
+# idle worker threads go on spinning on a core after its call returns before they sleep:
+# OpenBLAS's for 2^28 CPU cycles by default (about 0.1 s; OPENBLAS_THREAD_TIMEOUT), PyTorch's
+# OpenMP workers for a shorter while. The side timed next then runs with a core taken from it.
+# On the 2-core AMD EPYC, PyTorch's `baby` step took 49 ms right after numpygpt's rounds and
+# 37 ms after a pause. With one thread there are no workers, and no pause.
+HANDOVER_SECONDS = 0.25
+
+
+def hand_over(threads):
+    """Before timing one contender right after another: with more than one thread, wait
+    HANDOVER_SECONDS for the idle workers of the one before to stop spinning."""
+    if threads > 1:
+        time.sleep(HANDOVER_SECONDS)
+
+
 def seconds_per_call(step, n):
     """Seconds per call of step(), over n calls in a row (as training makes them)."""
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from ..finetune.model import FinetuneGPT
 from ..models.gpt import GPT, GPTConfig
 from ..training.optim import AdamW, clip_grad_norm
 from ..training.train import PRESETS
-from .machine import limit_threads, matmul_peak, seconds_per_call
+from .machine import hand_over, limit_threads, matmul_peak, seconds_per_call
 
 BENCH_CONFIGS = {  # name -> (preset, batch size)
     "baby": ("baby", 12),
@@ -167,8 +167,11 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
             th_step()
     np_times, th_times = [], []
     for _ in range(rounds):  # alternate, so drift in machine speed hits both alike
+        if th_step:
+            hand_over(threads)  # PyTorch's idle workers asleep before numpygpt's turn
         np_times.append(seconds_per_call(np_step, steps))
         if th_step:
+            hand_over(threads)  # and OpenBLAS's before PyTorch's
             th_times.append(seconds_per_call(th_step, steps))
     t = statistics.median(np_times)
     flops = step_flops(cfg, B)
