@@ -403,18 +403,20 @@ def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_tim
     from numpygpt.bench import kernels as K
     from numpygpt.bench import machine
 
-    slept = []
-    monkeypatch.setattr(machine.time, "sleep", slept.append)
-    machine.hand_over(1)
-    assert slept == []  # one thread: no workers, no pause
-    machine.hand_over(2)
-    assert slept == [machine.HANDOVER_SECONDS] and machine.HANDOVER_SECONDS >= 0.2
-    slept.clear()
-    calls = []
-    times = K._interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                           rounds=3, threads=2)
-    assert calls == ["a", "b"] * 4 and len(times["a"]) == len(times["b"]) == 3
-    assert len(slept) == 6  # before each timed call, none before the warm-up calls
-    slept.clear()
-    K._interleaved({"a": lambda: None}, rounds=3)
-    assert slept == []
+    log = []
+    monkeypatch.setattr(machine.time, "sleep", lambda s: log.append(("sleep", s)))
+    machine.hand_over(1, lambda: log.append("warm"))
+    assert log == []  # one thread: no workers, no pause
+    machine.hand_over(2, lambda: log.append("warm"))
+    assert log == [("sleep", machine.HANDOVER_SECONDS), "warm"]
+    assert machine.HANDOVER_SECONDS >= 0.2  # OpenBLAS's workers spin about 0.1 s
+    log.clear()
+    times = K._interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
+                           rounds=2, threads=2)
+    pause = ("sleep", machine.HANDOVER_SECONDS)
+    # one warm-up call each, then every timed call after a pause and an untimed call
+    assert log == ["a", "b"] + [pause, "a", "a", pause, "b", "b"] * 2
+    assert len(times["a"]) == len(times["b"]) == 2
+    log.clear()
+    K._interleaved({"a": lambda: log.append("a")}, rounds=3)
+    assert log == ["a"] * 4  # one thread: no pause, no untimed calls

@@ -104,7 +104,7 @@ def _time_finetune(cfg, B, T, rounds, steps, vs_torch, threads):
     for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
         for k, step in variants.items():
             if vs_torch:
-                hand_over(threads)  # the other library's idle workers asleep first
+                hand_over(threads, step)  # the other library's idle workers asleep first
             times[k].append(seconds_per_call(step, steps))
     return times, first_loss, lora_params
 

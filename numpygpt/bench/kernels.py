@@ -192,13 +192,14 @@ def _threads(threads, vs_torch):
 
 def _interleaved(fns, rounds, threads=1):
     """{name: [seconds per round]}: each round calls every fn once, in turn, after one warm-up
-    call each (and, with more than one thread, after machine.hand_over's pause)."""
+    call each (with more than one thread, machine.hand_over's pause and an untimed call come
+    before every timed one)."""
     for f in fns.values():
         f()
     times = {n: [] for n in fns}
     for _ in range(rounds):
         for n, f in fns.items():
-            hand_over(threads)
+            hand_over(threads, f)
             t0 = time.perf_counter()
             f()
             times[n].append(time.perf_counter() - t0)
@@ -251,8 +252,9 @@ def format_kernels(r):
              + (f"; PyTorch {r['torch_version']}, {r['torch_threads']} threads" if vs else ""),
              f"ours = the '{r['kernels']}' kernel table (NUMPYGPT_KERNELS); flash rows: "
              "kernels/flash.py"
-             + (f"; {r['handover_s']:g} s pause before each timed call (idle worker threads "
-                "of the call before stop spinning)" if r.get("handover_s") else ""), "",
+             + (f"; before each timed call a {r['handover_s']:g} s pause (the idle worker threads "
+                "of the call before stop spinning) and one untimed call" if r.get("handover_s")
+                else ""), "",
              f"{'kernel':<28}{'plain ms':>10}{'ours ms':>10}"
              + (f"{'torch ms':>10}{'ours/torch':>12}{'plain/torch':>13}" if vs else "")
              + f"{'ours/plain':>12}"]

@@ -67,17 +67,22 @@ def limit_threads(threads):
 # When numpygpt and PyTorch take turns in one process with more than one thread, each library's
 # idle worker threads go on spinning on a core after its call returns before they sleep:
 # OpenBLAS's for 2^28 CPU cycles by default (about 0.1 s; OPENBLAS_THREAD_TIMEOUT), PyTorch's
-# OpenMP workers for a shorter while. The side timed next then runs with a core taken from it.
-# On the 2-core AMD EPYC, PyTorch's `baby` step took 49 ms right after numpygpt's rounds and
-# 37 ms after a pause. With one thread there are no workers, and no pause.
+# OpenMP workers for a shorter while. The side timed next then runs with a core taken from it:
+# on the 2-core AMD EPYC, PyTorch's `baby` step took 49 ms right after numpygpt's rounds and
+# 37 ms after a pause. A pause alone is not enough either: a library whose workers have gone
+# to sleep pays to wake them on its next call (PyTorch's layer norm, 1 ms back to back, took
+# 11 ms as the first call after a pause). So each turn waits, then runs once untimed.
 HANDOVER_SECONDS = 0.25
 
 
-def hand_over(threads):
-    """Before timing one contender right after another: with more than one thread, wait
-    HANDOVER_SECONDS for the idle workers of the one before to stop spinning."""
+def hand_over(threads, warm_up):
+    """Before timing a contender right after another, with more than one thread: wait
+    HANDOVER_SECONDS for the idle workers of the one before to stop spinning, then call
+    warm_up() once, untimed, so that the timed calls find their own workers awake, as they are
+    in training. With one thread there are no workers: nothing to do."""
     if threads > 1:
         time.sleep(HANDOVER_SECONDS)
+        warm_up()
 
 
 def seconds_per_call(step, n):

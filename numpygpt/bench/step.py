@@ -168,10 +168,10 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     np_times, th_times = [], []
     for _ in range(rounds):  # alternate, so drift in machine speed hits both alike
         if th_step:
-            hand_over(threads)  # PyTorch's idle workers asleep before numpygpt's turn
+            hand_over(threads, np_step)  # PyTorch's idle workers asleep before numpygpt's turn
         np_times.append(seconds_per_call(np_step, steps))
         if th_step:
-            hand_over(threads)  # and OpenBLAS's before PyTorch's
+            hand_over(threads, th_step)  # and OpenBLAS's before PyTorch's
             th_times.append(seconds_per_call(th_step, steps))
     t = statistics.median(np_times)
     flops = step_flops(cfg, B)
