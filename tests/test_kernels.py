@@ -100,6 +100,25 @@ def test_several_default_blocks_equal_the_plain_layer():
     _heads_against_plain_and_loops(fast, 1, 130, 8, 2, 0.1, seed=4)
 
 
+@pytest.mark.parametrize("per_group", [1, 2, 5], ids=["one", "pairs", "all"])
+def test_blocked_heads_by_groups_of_sequences_equal_the_plain_layer(per_group, monkeypatch):
+    """Sequences one at a time (the small config's case), two at a time with one left over,
+    and all five together (the baby config's case): the plain layer's numbers each time, and
+    the same bits whatever the grouping."""
+    B, T, C, nh = 5, 9, 8, 2
+    monkeypatch.setattr(fast, "SCORES_IN_CACHE", per_group * nh * T * T)
+    groups = fast._sequence_groups(B, nh, T)
+    assert [b0 for b0, _ in groups] == list(range(0, B, per_group)) and groups[-1][1] == B
+    _heads_against_plain_and_loops(fast, B, T, C, nh, 0.2, seed=6)
+    qkv, dy = np.random.default_rng(6).standard_normal((2, B, T, 3 * C))[:, :, :, :C * 3]
+    y, cache = fast.attention_core_forward(qkv, nh, 0.2, np.random.default_rng(1))
+    dqkv = fast.attention_core_backward(dy[..., :C], cache)
+    monkeypatch.setattr(fast, "SCORES_IN_CACHE", 1)  # one sequence at a time
+    y1, cache1 = fast.attention_core_forward(qkv, nh, 0.2, np.random.default_rng(1))
+    assert np.array_equal(y, y1) and np.array_equal(cache.probs, cache1.probs)
+    assert np.array_equal(dqkv, fast.attention_core_backward(dy[..., :C], cache1))
+
+
 def _heads_pass_finite_differences(kernel, p):
     """kernel's attention heads (a module with attention_core_forward / _backward) against
     finite differences, float64, with and without dropout."""

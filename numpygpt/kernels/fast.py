@@ -7,7 +7,7 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
 
 - attention_core_forward / _backward (twin: layers/attention.py): causal attention in blocks
   of queries, each against only the keys it may see, one sequence at a time so that its
-  scores stay in the CPU's cache.
+  scores stay in the CPU's cache (short sequences in groups whose scores fit together).
 - gelu_forward / gelu_backward (twin: layers/gelu.py): the same chain of operations, in
   place, one cache-sized block at a time.
 - adamw_update (twin: layers/adamw.py): the same update, in place in one scratch buffer, no
@@ -55,6 +55,20 @@ def _query_blocks(T):
     return [(t0, min(t0 + QUERY_BLOCK, T)) for t0 in range(0, T, QUERY_BLOCK)]
 
 
+SCORES_IN_CACHE = 1 << 18  # score entries (1 MB of float32) a group of sequences may hold
+
+
+def _sequence_groups(B, n_head, T):
+    """(b0, b1) groups of consecutive sequences covering 0..B-1, each with at most
+    SCORES_IN_CACHE scores (b1 - b0) nh T^2, at least one sequence. At the small config one
+    sequence's (nh, T, T) scores alone exceed it: one sequence at a time, for the cache. At
+    the baby config (nh = 4, T = 64) a sequence has 16k scores and all twelve go together:
+    each sequence's handful of small products and softmax passes would otherwise cost more in
+    NumPy's per-call overhead than in arithmetic."""
+    per_group = max(1, SCORES_IN_CACHE // (n_head * T * T))
+    return [(b0, min(b0 + per_group, B)) for b0 in range(0, B, per_group)]
+
+
 def _heads_view(a, n_head):
     """(B, T, C) -> a (B, nh, T, hs) view of the same memory (no copy), to write head
     outputs straight into the merged (B, T, C) layout: matmul(..., out=view)."""
@@ -79,17 +93,19 @@ def attention_core_forward(qkv, n_head, attn_pdrop=0.0, rng=None):
     y = np.empty((B, T, C), dtype=qkv.dtype)  # heads side by side, as c_proj wants them
     y_heads = _heads_view(y, n_head)  # (B, nh, T, hs) view: matmul writes into y directly
     mask = causal_mask(T, qkv.dtype)  # (T, T)
-    # One sequence at a time: its (nh, T, T) scores stay in the cache from the matmul through
-    # the softmax's passes to the product with v, instead of streaming the whole (B, nh, T, T)
-    # array through memory once per pass. Within a sequence, queries go in blocks [t0, t1)
-    # that look only at the keys [0, t1) they may see (_query_blocks).
-    for b in range(B):
+    # One sequence (or a group of short ones: _sequence_groups) at a time: its (nh, T, T)
+    # scores stay in the cache from the matmul through the softmax's passes to the product
+    # with v, instead of streaming the whole (B, nh, T, T) array through memory once per pass.
+    # Within a sequence, queries go in blocks [t0, t1) that look only at the keys [0, t1) they
+    # may see (_query_blocks).
+    for b0, b1 in _sequence_groups(B, n_head, T):
+        b = slice(b0, b1)
         for t0, t1 in _query_blocks(T):
-            a = att[b, :, t0:t1, :t1]  # (nh, n, t1) this block's visible scores
+            a = att[b, :, t0:t1, :t1]  # (g, nh, n, t1) this block's visible scores
             np.matmul(qs[b, :, t0:t1], k[b, :, :t1].swapaxes(-1, -2), out=a)
             masked_softmax_(a, mask[t0:t1, :t1])  # probabilities, in place
             p = a if drop_mask is None else a * drop_mask[b, :, t0:t1, :t1]
-            np.matmul(p, v[b, :, :t1], out=y_heads[b, :, t0:t1])  # (nh, n, hs)
+            np.matmul(p, v[b, :, :t1], out=y_heads[b, :, t0:t1])  # (g, nh, n, hs)
     return y, AttentionCoreCache(q, k, v, att, drop_mask)
 
 
@@ -105,25 +121,29 @@ def attention_core_backward(dy, cache):
     dqkv = np.empty((B, T, 3, nh, hs), dtype=q.dtype)
     dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs)
     scale = q.dtype.type(1.0 / np.sqrt(hs))  # scores = (scale q) k^T
-    datt = np.empty((nh, T, T), dtype=q.dtype)  # one sequence's, reused (see the forward)
+    groups = _sequence_groups(B, nh, T)
+    # one group's, reused (see the forward)
+    datt_buffer = np.empty((groups[0][1] - groups[0][0], nh, T, T), dtype=q.dtype)
     blocks = _query_blocks(T)
-    for b in range(B):
+    for b0, b1 in groups:
+        b, datt = slice(b0, b1), datt_buffer[:b1 - b0]  # (g, nh, T, T)
         # 1) by blocks of queries: the gradient of the scores of each row, and dq
         for t0, t1 in blocks:
-            ds = datt[:, t0:t1, :t1]  # (nh, n, t1) the block's visible entries
+            ds = datt[:, :, t0:t1, :t1]  # (g, nh, n, t1) the block's visible entries
             np.matmul(dy[b, :, t0:t1], v[b, :, :t1].swapaxes(-1, -2), out=ds)  # d(probs)
             if drop_mask is not None:
                 ds *= drop_mask[b, :, t0:t1, :t1]
             softmax_backward_(ds, att[b, :, t0:t1, :t1])  # gradient of the scaled scores
-            np.matmul(ds, k[b, :, :t1], out=dq[b, :, t0:t1])  # (nh, n, hs)
+            np.matmul(ds, k[b, :, :t1], out=dq[b, :, t0:t1])  # (g, nh, n, hs)
         # 2) by blocks of keys: key s is seen by the queries t >= s only, so dv and dk of the
         # keys [s0, s1) gather over the rows [s0, T) (exact zeros above the diagonal inside)
         for s0, s1 in blocks:
-            p = att[b, :, s0:, s0:s1]  # (nh, T - s0, m)
+            p = att[b, :, s0:, s0:s1]  # (g, nh, T - s0, m)
             if drop_mask is not None:
                 p = p * drop_mask[b, :, s0:, s0:s1]  # what multiplied v
-            np.matmul(p.swapaxes(-1, -2), dy[b, :, s0:], out=dv[b, :, s0:s1])  # (nh, m, hs)
-            np.matmul(datt[:, s0:, s0:s1].swapaxes(-1, -2), q[b, :, s0:], out=dk[b, :, s0:s1])
+            np.matmul(p.swapaxes(-1, -2), dy[b, :, s0:], out=dv[b, :, s0:s1])  # (g, nh, m, hs)
+            np.matmul(datt[:, :, s0:, s0:s1].swapaxes(-1, -2), q[b, :, s0:],
+                      out=dk[b, :, s0:s1])
         dq[b] *= scale
         dk[b] *= scale
     return dqkv.reshape(B, T, 3 * nh * hs)
