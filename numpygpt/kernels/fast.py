@@ -309,10 +309,10 @@ def embedding_forward(idx, wte, padding_idx=None):
 def embedding_backward(dout, cache, out=None):
     """layers.embedding_backward's numbers (same contract): row v of dwte is the sum of dout
     over the positions where idx == v. np.add.at adds one row at a time. Here a stable sort
-    of the ids puts the rows of each id next to each other, in the order they came, and one
-    np.take gathers them: each id's rows are then one slice, summed at once. A small
-    vocabulary (a character model's 65) sums each slice in a Python loop over the ids; a
-    large one (GPT-2's 50257, most of its ids unseen in a batch) with np.add.reduceat."""
+    of the ids lists each id's positions together, in the order they came. A small
+    vocabulary (a character model's 65) then gathers and sums each id's rows at once, in a
+    Python loop over the ids; a large one (GPT-2's 50257, most of its ids unseen in a batch)
+    gathers all the rows in that order and sums each id's run with np.add.reduceat."""
     idx, shape, dtype, padding_idx = cache
     V, C = shape
     dwte = np.zeros(shape, dtype=dtype) if out is None else out  # (V, C)
@@ -322,17 +322,18 @@ def embedding_backward(dout, cache, out=None):
         ids, rows = ids[keep], rows[keep]
     if ids.size == 0:
         return dwte
-    order = np.argsort(ids, kind="stable")  # stable: each id's rows keep their order
-    grouped = np.take(rows, order, axis=0)  # (N, C), the rows of id 0, then id 1, ...
+    order = np.argsort(ids, kind="stable")  # each id's positions together, in their order
     if V <= SMALL_VOCAB:
-        # a sum over axis 0 adds the rows one after another, as np.add.at does: same numbers
-        ends = np.cumsum(np.bincount(ids, minlength=V))  # (V,) where each id's rows end
+        ends = np.cumsum(np.bincount(ids, minlength=V))  # (V,) where each id's positions end
         start = 0
         for v, end in enumerate(ends.tolist()):
             if end > start:  # an id never seen adds nothing
-                dwte[v] += grouped[start:end].sum(axis=0)
+                # its rows, gathered in order (a small copy, still in the cache for the sum),
+                # summed over axis 0 one after another as np.add.at adds them: same numbers
+                dwte[v] += np.take(rows, order[start:end], axis=0).sum(axis=0)
             start = end
         return dwte
+    grouped = np.take(rows, order, axis=0)  # (N, C), the rows of id 0, then id 1, ...
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # each run's start
     dwte[sorted_ids[starts]] += np.add.reduceat(grouped, starts, axis=0)  # ids unique here
