@@ -75,7 +75,10 @@ def _add_train_flags(p):
              "n_kv_head": "llama: key/value heads (default n-head / 2)",
              "intermediate_size": "llama: MLP width (default 8 n-embd / 3, up to a multiple "
                                   "of 128)",
-             "rope_theta": "llama: RoPE's base (default 10000)"}
+             "rope_theta": "llama: RoPE's base (default 10000)",
+             "threads": "threads that share each step's batch, one BLAS thread each (default "
+                        "1: one thread, BLAS's own threads for the matrix products; at most "
+                        "this machine's cores)"}
     for f in fields(TrainConfig):
         if f.name == "preset":
             continue

@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
 from clirun import run
 
 from numpygpt import bench
+from numpygpt.bench.machine import limit_threads
 from numpygpt.cli import main
 from numpygpt.errors import ConfigError
 from numpygpt.models.gpt import GPTConfig, param_count
@@ -33,8 +35,23 @@ def test_training_benchmark_runs_and_reports_every_figure():
     for key in ("ms_per_step", "tokens_per_sec", "gflops", "mfu", "peak_mem_mb"):
         assert np.isfinite(res[key]) and res[key] > 0, key
     assert res["tokens_per_sec"] == pytest.approx(12 * 64 / (res["ms_per_step"] / 1e3))
-    assert "ratio_vs_torch" not in res
+    assert "ratio_vs_torch" not in res and "team_ms_per_step" not in res  # one thread
     assert "baby" in bench.format_results([res])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_training_benchmark_on_two_threads_also_times_threads_sharing_the_batch():
+    res = bench.bench_training("baby", rounds=1, steps=1, threads=2, peak=1e11)
+    assert res["team_threads"] == 2 and res["team_ms_per_step"] > 0 and res["team_vs_one"] > 0
+    assert "2 threads sharing the batch (train --threads 2)" in bench.format_results([res])
+    limit_threads(1)  # what the test before left for the other tests of this process
+
+
+def test_the_team_step_trains_the_same_model():
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    one, two = bench.numpy_step_fn(cfg, 4), bench.numpy_step_fn(cfg, 4, team=2)
+    for _ in range(3):
+        assert two() == pytest.approx(one(), rel=1e-5)
 
 
 def test_kv_cache_and_attention_benchmarks_run():

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import types
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,8 @@ def test_accumulated_grads_equal_one_big_batch():
     ids = rng.integers(0, 11, size=500)
     model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16), seed=3)
     cfg = types.SimpleNamespace(block_size=16, batch_size=4, grad_accum=2)
-    loss_acc, g_acc = train_mod._accumulated_grads(model, ids, cfg, np.random.default_rng(5))
+    loss_acc, g_acc = train_mod._accumulated_grads(partial(train_mod._loss_and_grads, model),
+                                                   ids, cfg, np.random.default_rng(5))
 
     same = np.random.default_rng(5)  # the same draws: two batches of 4
     (x1, y1), (x2, y2) = [get_batch(ids, 16, 4, same) for _ in range(2)]

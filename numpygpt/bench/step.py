@@ -23,6 +23,7 @@ from ..errors import ConfigError, check_int
 from ..finetune.model import FinetuneGPT
 from ..models.gpt import GPT, GPTConfig
 from ..training.optim import AdamW, clip_grad_norm
+from ..training.threads import ThreadTeam
 from ..training.train import PRESETS
 from .machine import hand_over, limit_threads, matmul_peak, seconds_per_call
 
@@ -61,11 +62,12 @@ def check_counts(**counts):
             raise ConfigError(f"{arg} must be >= 1, got {value}")
 
 
-def numpy_step_fn(cfg, B, seed=0, T=None, lora=None):
+def numpy_step_fn(cfg, B, seed=0, T=None, lora=None, team=1):
     """A closure running one numpygpt training step on a fixed random (B, T) batch (T =
     block_size by default), returning the loss. lora=(rank, alpha) adds adapters to all four
     linear maps of every block and trains only them: the optimizer holds (and clip_grad_norm
     sees) the adapters alone, and backward computes no gradient for a frozen weight.
+    team > 1: that many threads share the batch, as `train --threads` runs it (a ThreadTeam).
     The closure's .model and .optimizer are what it trains (tests look at them)."""
     T = T or cfg.block_size
     if lora:
@@ -80,9 +82,14 @@ def numpy_step_fn(cfg, B, seed=0, T=None, lora=None):
     x = rng.integers(0, cfg.vocab_size, (B, T))
     y = rng.integers(0, cfg.vocab_size, (B, T))
 
+    threads = ThreadTeam(model, team) if team > 1 else None
+
     def step():
-        _, loss = model.forward(x, y)
-        grads = model.backward()  # the trainable parameters only
+        if threads:
+            loss, grads = threads.loss_and_grads(x, y)
+        else:
+            _, loss = model.forward(x, y)
+            grads = model.backward()  # the trainable parameters only
         clip_grad_norm(grads, 1.0)
         opt.step(grads)
         return loss
@@ -160,19 +167,21 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     limit_threads(threads)  # BLAS's threads, and torch's once imported
     cfg, B = model_config(name), BENCH_CONFIGS[name][1]
     np_step = numpy_step_fn(cfg, B)
+    # with several threads, also the step of `train --threads N`: N threads share the batch
+    team_step = numpy_step_fn(cfg, B, team=threads) if threads > 1 else None
     th_step = torch_step_fn(cfg, B) if vs_torch else None
+    steppers = {"numpy": np_step, "team": team_step, "torch": th_step}
+    steppers = {k: f for k, f in steppers.items() if f is not None}
     for _ in range(2):  # warm up: first calls allocate, page in, build caches
-        np_step()
-        if th_step:
-            th_step()
-    np_times, th_times = [], []
-    for _ in range(rounds):  # alternate, so drift in machine speed hits both alike
-        if th_step:
-            hand_over(threads, np_step)  # PyTorch's idle workers asleep before numpygpt's turn
-        np_times.append(seconds_per_call(np_step, steps))
-        if th_step:
-            hand_over(threads, th_step)  # and OpenBLAS's before PyTorch's
-            th_times.append(seconds_per_call(th_step, steps))
+        for f in steppers.values():
+            f()
+    times = {k: [] for k in steppers}
+    for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
+        for k, f in steppers.items():
+            if th_step:
+                hand_over(threads, f)  # the other library's idle workers asleep first
+            times[k].append(seconds_per_call(f, steps))
+    np_times, th_times = times["numpy"], times.get("torch", [])
     t = statistics.median(np_times)
     flops = step_flops(cfg, B)
     peak = peak or matmul_peak()
@@ -183,8 +192,16 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
            # last step's caches between steps (attention_probs() reads them), PyTorch frees
            # its saved tensors, so "step" would leave our activations out and not PyTorch's
            "peak_mem_mb": peak_memory("numpy", cfg, B, threads)["total"] / 2**20}
+    if team_step:
+        res.update({"team_threads": threads,
+                    "team_ms_per_step": 1e3 * statistics.median(times["team"]),
+                    "team_vs_one": statistics.median(
+                        a / b for a, b in zip(times["team"], np_times, strict=True))})
     if th_step:
         ratios = [a / b for a, b in zip(np_times, th_times, strict=True)]
+        if team_step:
+            res["team_ratio_vs_torch"] = statistics.median(
+                a / b for a, b in zip(times["team"], th_times, strict=True))
         res.update({"torch_ms_per_step": 1e3 * statistics.median(th_times),
                     "ratio_vs_torch": statistics.median(ratios),
                     "torch_peak_mem_mb": peak_memory("torch", cfg, B, threads)["total"] / 2**20})
@@ -200,6 +217,13 @@ def format_results(results):
             f"{r['ms_per_step']:8.1f} ms/step  {r['tokens_per_sec']:9,.0f} tok/s  "
             f"{r['gflops']:6.1f} GFLOP/s  MFU {100 * r['mfu']:4.1f}% of "
             f"{r['peak_gflops']:.0f}  peak mem {r['peak_mem_mb']:7.1f} MB")
+        if "team_ms_per_step" in r:
+            lines.append(
+                f"{'':6} {r['team_threads']} threads sharing the batch (train --threads "
+                f"{r['team_threads']}): {r['team_ms_per_step']:.1f} ms/step, "
+                f"{r['team_vs_one']:.2f}x the time of the step above"
+                + (f"; numpygpt/torch time ratio {r['team_ratio_vs_torch']:.2f}"
+                   if "team_ratio_vs_torch" in r else ""))
         if "ratio_vs_torch" in r:
             lines.append(
                 f"{'':6} torch eager {r['torch_ms_per_step']:8.1f} ms/step   "

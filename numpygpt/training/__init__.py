@@ -1,1 +1,2 @@
-"""Training: the optimizers, the training loop and `train()`, data parallelism over MPI."""
+"""Training: the optimizers, the training loop and `train()`, data parallelism over MPI
+processes (parallel.py) and over one process's threads (threads.py)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from .run import (
     restore_state,
     resume_state,
 )
+from .threads import ThreadTeam, check_threads
 
 # nanoGPT's recipes. `baby` is its CPU recipe, `small` its shakespeare_char config.
 PRESETS = {
@@ -100,6 +102,9 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 200
     log_interval: int = 10
+    # execution: threads that share each step's batch, one BLAS thread each (threads.py);
+    # 1 = one thread driving BLAS's own threads
+    threads: int = 1
     preset: str = "baby"
 
     @classmethod
@@ -135,7 +140,7 @@ class TrainConfig:
                 raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}; "
                                   f"got {value!r}")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                     "eval_interval", "eval_iters", "log_interval", "vocab_size"):
+                     "eval_interval", "eval_iters", "log_interval", "vocab_size", "threads"):
             setattr(self, name, check_int(flag(name), getattr(self, name), minimum=1))
         for name in ("seed", "max_iters", "warmup_iters"):
             setattr(self, name, check_int(flag(name), getattr(self, name), minimum=0))
@@ -315,6 +320,11 @@ def _train(cfg, resume, progress, callback, world):
     # looks at and writes the out folder; every rank reads the checkpoint and the data (one
     # machine, or a cluster's shared file system). With one process `together` does nothing.
     with together(world):
+        if cfg.threads > 1 and world.size > 1:
+            raise ConfigError("--threads shares each step between threads of one process; "
+                              "with mpiexec the processes share it already: give one or the "
+                              "other")
+        team_threads = check_threads(cfg.threads)  # before any work: at most the cores
         rows = shard_rows(cfg.batch_size, world.rank, world.size)  # this rank's batch rows
         ckpt = tokenizer = None
         step, history = 0, []
@@ -395,22 +405,38 @@ def _train(cfg, resume, progress, callback, world):
             "arch": cfg.arch,
             "data": cfg.data,
             "world_size": world.size,  # processes that trained data-parallel (mpiexec -n)
+            "threads": cfg.threads,  # threads that shared each step's batch (--threads)
         }
 
-    run_metrics = run_loop(
-        cfg, model=model, opt=opt, out=out, step=step, history=history, lr_at=cfg.lr_at,
-        checkpoint_config={"model": mcfg.to_dict(), "train": asdict(cfg)},
-        tokenizer=tokenizer, data_rng=data_rng,
-        batch_grads=lambda: _accumulated_grads(model, train_ids, cfg, data_rng, *shard),
-        evaluate=evaluate, metrics=metrics,
-        tokens_per_step=cfg.batch_size * cfg.block_size * cfg.grad_accum, resumed=resume,
-        progress=progress, callback=callback, world=world, command="numpygpt train")
+    # one thread: the model's own forward and backward; more: a team of replicas (threads.py)
+    team = ThreadTeam(model, team_threads) if team_threads > 1 else None
+    loss_and_grads = team.loss_and_grads if team else partial(_loss_and_grads, model)
+    try:
+        run_metrics = run_loop(
+            cfg, model=model, opt=opt, out=out, step=step, history=history, lr_at=cfg.lr_at,
+            checkpoint_config={"model": mcfg.to_dict(), "train": asdict(cfg)},
+            tokenizer=tokenizer, data_rng=data_rng,
+            batch_grads=lambda: _accumulated_grads(loss_and_grads, train_ids, cfg, data_rng,
+                                                   *shard),
+            evaluate=evaluate, metrics=metrics,
+            tokens_per_step=cfg.batch_size * cfg.block_size * cfg.grad_accum, resumed=resume,
+            progress=progress, callback=callback, world=world, command="numpygpt train")
+    finally:
+        if team:
+            team.close()
     return TrainResult(model, tokenizer, run_metrics, history)
 
 
-def _accumulated_grads(model, ids, cfg, rng, rows=slice(None)):
+def _loss_and_grads(model, x, y):
+    """One batch's mean loss and gradients, by the model's own forward and backward."""
+    _, loss = model.forward(x, y)
+    return loss, model.backward()
+
+
+def _accumulated_grads(loss_and_grads, ids, cfg, rng, rows=slice(None)):
     """Average loss and gradients over cfg.grad_accum micro-batches.
 
+    loss_and_grads(x, y): one batch's (loss, grads), the model's or a ThreadTeam's.
     rows: the rows of each global batch this process computes (data parallel: every rank
     draws the same batch, so the generator stays where it would be in one process)."""
     total_loss, grads = 0.0, None
@@ -418,8 +444,7 @@ def _accumulated_grads(model, ids, cfg, rng, rows=slice(None)):
     for _ in range(cfg.grad_accum):
         x, y = get_batch(ids, cfg.block_size, cfg.batch_size, rng)
         x, y = x[rows], y[rows]  # (B/N, T)
-        _, loss = model.forward(x, y)
-        g = model.backward()
+        loss, g = loss_and_grads(x, y)
         total_loss += loss / cfg.grad_accum
         if cfg.grad_accum == 1:
             return total_loss, g

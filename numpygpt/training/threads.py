@@ -1,0 +1,105 @@
+"""Data parallelism on one machine's cores: threads share a step's batch, each with its own replica.
+
+With BLAS's own threads (the default), a step's matrix products use every core, but the rest
+of it (layer norm, GELU, the attention's softmax, dropout, the cross-entropy: a quarter to a
+third of a step) runs on one: NumPy's elementwise operations are single-threaded. Splitting
+each of those operations over threads does not pay: after every matrix product OpenBLAS's idle
+workers spin on the other cores for about 0.1 s, right when the split would need them.
+
+So the split is made one level up, as `mpiexec` does across processes (parallel.py): N
+threads, each with BLAS limited to one thread, run forward and backward on their own rows of
+the batch, every operation of the step included; NumPy releases the GIL inside its matrix
+products and ufuncs, so the threads' arrays are computed at the same time. The gradient of the
+mean loss over the whole batch is the rows-weighted mean of the threads' gradients:
+
+    L = 1/B sum_k B_k L_k   (L_k: the mean loss over thread k's B_k rows of T targets each)
+
+so grad L = sum_k (B_k / B) grad L_k. It is the one-thread step's gradient up to float32
+rounding (the same sums, added in another order).
+
+Every replica is a shallow copy of the model: the same config and the same params dict (one set
+of weights, which the optimizer updates in place), its own cache between forward and backward,
+and its own dropout generator, seeded at each step from the model's (which every checkpoint
+keeps): a resumed run draws the same masks as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from ..errors import ConfigError
+
+
+def check_threads(threads, cores=None):
+    """threads as an int in 1..cores (this machine's cores by default); ConfigError if not."""
+    cores = cores or os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}")
+    if threads > cores:
+        raise ConfigError(f"threads {threads} is more than this machine's {cores} cores: "
+                          f"each thread needs a core of its own (give at most {cores})")
+    return int(threads)
+
+
+class ThreadTeam:
+    """forward + backward of one batch over `threads` threads, each on its rows of the batch.
+
+    team = ThreadTeam(model, 2); loss, grads = team.loss_and_grads(x, y)
+    gives model.forward(x, y)[1] and model.backward()'s gradients, up to float32 rounding."""
+
+    def __init__(self, model, threads):
+        self.model = model
+        self.threads = check_threads(threads)
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="numpygpt-step")
+        self._blas = ThreadpoolController()  # finds the BLAS libraries once; limits are cheap
+
+    def _replicas(self):
+        """The model (thread 0) and its shallow copies, with this step's dropout generators."""
+        model = self.model
+        seeds = model.rng.integers(2**63, size=self.threads - 1)  # advances the checkpointed rng
+        replicas = [model]
+        for seed in seeds:
+            r = copy.copy(model)  # same config, same params dict: one set of weights
+            r.rng = np.random.default_rng(int(seed))
+            r._cache = None  # its own forward's cache
+            replicas.append(r)
+        return replicas
+
+    def loss_and_grads(self, x, y):
+        """(mean loss over the batch, {name: gradient}) of x, y (B, T), B >= 1."""
+        B = x.shape[0]
+        n = min(self.threads, B)  # no thread without rows
+        if n == 1:
+            _, loss = self.model.forward(x, y)
+            return loss, self.model.backward()
+        cuts = [B * k // n for k in range(n + 1)]  # rows as even as they divide
+        shards = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        replicas = self._replicas()[:n]
+
+        def work(k):
+            _, loss = replicas[k].forward(x[shards[k]], y[shards[k]])
+            return loss, replicas[k].backward()
+
+        with self._blas.limit(limits=1, user_api="blas"):  # one core per thread
+            futures = [self._pool.submit(work, k) for k in range(1, n)]
+            results = [work(0)] + [f.result() for f in futures]
+        weights = [(s.stop - s.start) / B for s in shards]
+        loss = sum(w * r[0] for w, r in zip(weights, results, strict=True))
+        grads = results[0][1]
+        dt = next(iter(grads.values())).dtype.type
+        for name, g in grads.items():  # sum_k (B_k / B) grad L_k, in thread order
+            g *= dt(weights[0])
+            for w, (_, other) in zip(weights[1:], results[1:], strict=True):
+                g += dt(w) * other[name]
+        return loss, grads
+
+    def close(self):
+        self._pool.shutdown(wait=True)
+
+
+__all__ = ["ThreadTeam", "check_threads"]

@@ -1,0 +1,115 @@
+"""Threads that share a step's batch (training/threads.py): the one-thread gradients, exact
+resume, and clear errors."""
+
+import os
+
+import numpy as np
+import pytest
+from clirun import run
+from test_train import tiny, write_data
+
+from numpygpt.errors import ConfigError
+from numpygpt.models.gpt import GPT, GPTConfig
+from numpygpt.models.llama import Llama, LlamaConfig
+from numpygpt.training.threads import ThreadTeam, check_threads
+from numpygpt.training.train import train
+
+TWO = 2 if (os.cpu_count() or 1) >= 2 else pytest.skip("needs 2 cores", allow_module_level=True)
+
+
+def _batch(B, T=8, V=13, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+
+
+@pytest.mark.parametrize("B", [2, 3, 7], ids=["even", "uneven", "odd"])
+@pytest.mark.parametrize("make", [
+    lambda: GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16),
+                seed=1, dtype=np.float64),
+    lambda: Llama(LlamaConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16),
+                  seed=1, dtype=np.float64)], ids=["gpt", "llama"])
+def test_a_team_gives_the_whole_batch_loss_and_gradients(make, B):
+    """float64, no dropout: the rows-weighted mean of the threads' gradients is the gradient
+    of the mean loss over the whole batch (shares of 1 and 2 rows when B = 3)."""
+    model = make()
+    x, y = _batch(B)
+    _, want_loss = model.forward(x, y)
+    want = model.backward()
+    team = ThreadTeam(model, TWO)
+    try:
+        loss, grads = team.loss_and_grads(x, y)
+    finally:
+        team.close()
+    assert loss == pytest.approx(want_loss, rel=1e-13)
+    assert grads.keys() == want.keys()
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_a_team_with_dropout_is_reproducible_and_shares_one_set_of_weights():
+    cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.3)
+    x, y = _batch(4)
+    runs = []
+    for _ in range(2):
+        model = GPT(cfg, seed=2)
+        team = ThreadTeam(model, TWO)
+        before = model.rng.bit_generator.state
+        runs.append(team.loss_and_grads(x, y))
+        assert model.rng.bit_generator.state != before  # the replicas' seeds came from it
+        team.close()
+    assert runs[0][0] == runs[1][0]
+    for name, g in runs[0][1].items():
+        np.testing.assert_array_equal(runs[1][1][name], g)
+    replicas = ThreadTeam(model, TWO)._replicas()
+    assert all(r.params is model.params for r in replicas)  # the optimizer updates them all
+    assert replicas[1].rng is not model.rng and replicas[1]._cache is None
+
+
+def test_a_batch_of_one_row_stays_on_one_thread():
+    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=1)
+    x, y = _batch(1)
+    _, want = model.forward(x, y)
+    team = ThreadTeam(model, TWO)
+    assert team.loss_and_grads(x, y)[0] == want
+    team.close()
+
+
+def test_training_on_threads_follows_one_thread_and_resumes_exactly(tmp_path):
+    data = write_data(tmp_path)
+    kw = dict(dropout=0.0, lr_decay_iters=20, eval_interval=10)
+    one = train(tiny(data, tmp_path / "one", max_iters=20, **kw), progress=False)
+    two = train(tiny(data, tmp_path / "two", max_iters=20, threads=TWO, **kw), progress=False)
+    assert two.metrics["threads"] == TWO and one.metrics["threads"] == 1
+    # the same run up to float32 rounding (the gradients' sums are added in another order)
+    assert two.metrics["val_loss"] == pytest.approx(one.metrics["val_loss"], rel=1e-3)
+    # with dropout: 10 steps + resume to 20 == 20 straight, to the last bit
+    kw = dict(dropout=0.2, lr_decay_iters=20, eval_interval=5, threads=TWO)
+    train(tiny(data, tmp_path / "a", max_iters=10, **kw), progress=False)
+    resumed = train(tiny(data, tmp_path / "a", max_iters=20, **kw), resume=True, progress=False)
+    straight = train(tiny(data, tmp_path / "b", max_iters=20, **kw), progress=False)
+    assert resumed.metrics["last_batch_loss"] == straight.metrics["last_batch_loss"]
+    for name, p in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], p, err_msg=name)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_check_threads_refuses_what_is_not_a_count(bad):
+    with pytest.raises(ConfigError, match="threads"):
+        check_threads(bad)
+
+
+def test_more_threads_than_cores_is_refused():
+    assert check_threads(2, cores=2) == 2
+    with pytest.raises(ConfigError, match="more than this machine's 2 cores"):
+        check_threads(3, cores=2)
+
+
+def test_cli_threads_mistakes_are_one_line(tmp_path, capsys):
+    data = write_data(tmp_path)
+    for value, needle in (("0", "threads must be positive"),
+                          (str((os.cpu_count() or 1) + 1), "cores")):
+        code, _, err = run(["train", "--preset", "tiny", "--data", data, "--out",
+                            tmp_path / "o", "--max-iters", "1", "--threads", value], capsys)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and needle in lines[0], err
+        assert not (tmp_path / "o" / "checkpoint").exists()  # refused before any work
