@@ -113,3 +113,15 @@ def test_cli_threads_mistakes_are_one_line(tmp_path, capsys):
         lines = err.strip().splitlines()
         assert code != 0 and len(lines) == 1 and needle in lines[0], err
         assert not (tmp_path / "o" / "checkpoint").exists()  # refused before any work
+
+
+def test_threads_and_mpiexec_are_one_or_the_other(tmp_path):
+    from numpygpt.training import parallel as par
+
+    class TwoRanks(par.SingleProcess):  # what train() sees under mpiexec -n 2, for this check
+        size = 2
+
+    with pytest.raises(ConfigError, match="with mpiexec the processes share it already"):
+        train(tiny(write_data(tmp_path), tmp_path / "o", threads=TWO), progress=False,
+              world=TwoRanks())
+    assert not (tmp_path / "o").exists()  # refused before anything was written
