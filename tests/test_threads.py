@@ -65,13 +65,14 @@ def test_a_team_with_dropout_is_reproducible_and_shares_one_set_of_weights():
     assert replicas[1].rng is not model.rng and replicas[1]._cache is None
 
 
-def test_a_batch_of_one_row_stays_on_one_thread():
+def test_a_batch_of_one_row_or_a_team_of_one_stays_on_one_thread():
     model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=1)
     x, y = _batch(1)
     _, want = model.forward(x, y)
-    team = ThreadTeam(model, TWO)
-    assert team.loss_and_grads(x, y)[0] == want
-    team.close()
+    for threads in (TWO, 1):
+        team = ThreadTeam(model, threads)
+        assert team.loss_and_grads(x, y)[0] == want
+        team.close()
 
 
 def test_training_on_threads_follows_one_thread_and_resumes_exactly(tmp_path):

@@ -16,8 +16,8 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
   fewer passes (the row sums a product with ones, the backward's copy and scaling one pass).
 - embedding_forward (twin: layers/embedding.py): the lookup with np.take.
 - embedding_backward (twin: layers/embedding.py): the rows of dout summed per token id: a
-  stable sort of the ids makes each id's rows one slice, summed at once, instead of
-  np.add.at's one-row-at-a-time loop.
+  stable sort of the ids lists each id's positions together, and each id's rows are gathered
+  and summed at once, instead of np.add.at's one-row-at-a-time loop.
 
 Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size.
 """
@@ -122,8 +122,8 @@ def attention_core_backward(dy, cache):
     dq, dk, dv = (dqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, nh, T, hs)
     scale = q.dtype.type(1.0 / np.sqrt(hs))  # scores = (scale q) k^T
     groups = _sequence_groups(B, nh, T)
-    # one group's, reused (see the forward)
-    datt_buffer = np.empty((groups[0][1] - groups[0][0], nh, T, T), dtype=q.dtype)
+    largest = max((b1 - b0 for b0, b1 in groups), default=0)
+    datt_buffer = np.empty((largest, nh, T, T), dtype=q.dtype)  # one group's, reused
     blocks = _query_blocks(T)
     for b0, b1 in groups:
         b, datt = slice(b0, b1), datt_buffer[:b1 - b0]  # (g, nh, T, T)

@@ -55,7 +55,8 @@ class ThreadTeam:
     def __init__(self, model, threads):
         self.model = model
         self.threads = check_threads(threads)
-        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="numpygpt-step")
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="numpygpt-step") \
+            if self.threads > 1 else None  # thread 0 is the caller's
         self._blas = ThreadpoolController()  # finds the BLAS libraries once; limits are cheap
 
     def _replicas(self):
@@ -99,7 +100,8 @@ class ThreadTeam:
         return loss, grads
 
     def close(self):
-        self._pool.shutdown(wait=True)
+        if self._pool:
+            self._pool.shutdown(wait=True)
 
 
 __all__ = ["ThreadTeam", "check_threads"]
