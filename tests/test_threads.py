@@ -60,9 +60,23 @@ def test_a_team_with_dropout_is_reproducible_and_shares_one_set_of_weights():
     assert runs[0][0] == runs[1][0]
     for name, g in runs[0][1].items():
         np.testing.assert_array_equal(runs[1][1][name], g)
-    replicas = ThreadTeam(model, TWO)._replicas()
+    replicas = ThreadTeam(model, TWO)._replicas([np.random.default_rng(0)])
     assert all(r.params is model.params for r in replicas)  # the optimizer updates them all
     assert replicas[1].rng is not model.rng and replicas[1]._cache is None
+
+
+def test_a_team_evaluates_the_whole_batch_loss_without_touching_the_generator():
+    cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.3)
+    model = GPT(cfg, seed=1, dtype=np.float64)
+    x, y = _batch(3)  # shares of 1 and 2 rows
+    team = ThreadTeam(model, TWO)
+    with pytest.raises(ValueError, match="eval"):
+        team.loss(x, y)  # training mode: dropout would draw from the threads' generators
+    model.eval()
+    state = model.rng.bit_generator.state
+    assert team.loss(x, y) == pytest.approx(model.forward(x, y)[1], rel=1e-13)
+    assert model.rng.bit_generator.state == state  # an evaluation changes no training draw
+    team.close()
 
 
 def test_a_batch_of_one_row_or_a_team_of_one_stays_on_one_thread():

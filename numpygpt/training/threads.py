@@ -50,7 +50,8 @@ class ThreadTeam:
     """forward + backward of one batch over `threads` threads, each on its rows of the batch.
 
     team = ThreadTeam(model, 2); loss, grads = team.loss_and_grads(x, y)
-    gives model.forward(x, y)[1] and model.backward()'s gradients, up to float32 rounding."""
+    gives model.forward(x, y)[1] and model.backward()'s gradients, up to float32 rounding;
+    team.loss(x, y), the model in eval mode, the forward's loss alone (an evaluation's)."""
 
     def __init__(self, model, threads):
         self.model = model
@@ -59,37 +60,48 @@ class ThreadTeam:
             if self.threads > 1 else None  # thread 0 is the caller's
         self._blas = ThreadpoolController()  # finds the BLAS libraries once; limits are cheap
 
-    def _replicas(self):
-        """The model (thread 0) and its shallow copies, with this step's dropout generators."""
-        model = self.model
-        seeds = model.rng.integers(2**63, size=self.threads - 1)  # advances the checkpointed rng
-        replicas = [model]
-        for seed in seeds:
-            r = copy.copy(model)  # same config, same params dict: one set of weights
-            r.rng = np.random.default_rng(int(seed))
+    def _replicas(self, rngs):
+        """The model (thread 0) and its shallow copies, one per generator of rngs."""
+        replicas = [self.model]
+        for rng in rngs:
+            r = copy.copy(self.model)  # same config, same params dict: one set of weights
+            r.rng = rng  # its own dropout masks
             r._cache = None  # its own forward's cache
             replicas.append(r)
         return replicas
 
+    def _shares(self, B):
+        """The rows [a, b) of a batch of B each thread takes, as even as they divide; no
+        thread without rows."""
+        n = min(self.threads, B)
+        cuts = [B * k // n for k in range(n + 1)]
+        return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+    def _in_threads(self, work, n):
+        """[work(0), ..., work(n - 1)], work(k) in thread k (0: the caller's), one BLAS thread
+        each."""
+        with self._blas.limit(limits=1, user_api="blas"):  # one core per thread
+            futures = [self._pool.submit(work, k) for k in range(1, n)]
+            return [work(0)] + [f.result() for f in futures]
+
     def loss_and_grads(self, x, y):
         """(mean loss over the batch, {name: gradient}) of x, y (B, T), B >= 1."""
         B = x.shape[0]
-        n = min(self.threads, B)  # no thread without rows
-        if n == 1:
+        shares = self._shares(B)
+        # every call draws the replicas' dropout seeds from the model's generator, which
+        # every checkpoint keeps: a resumed run draws the same masks
+        seeds = self.model.rng.integers(2**63, size=self.threads - 1)
+        if len(shares) == 1:
             _, loss = self.model.forward(x, y)
             return loss, self.model.backward()
-        cuts = [B * k // n for k in range(n + 1)]  # rows as even as they divide
-        shards = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        replicas = self._replicas()[:n]
+        replicas = self._replicas([np.random.default_rng(int(s)) for s in seeds])
 
         def work(k):
-            _, loss = replicas[k].forward(x[shards[k]], y[shards[k]])
+            _, loss = replicas[k].forward(x[shares[k]], y[shares[k]])
             return loss, replicas[k].backward()
 
-        with self._blas.limit(limits=1, user_api="blas"):  # one core per thread
-            futures = [self._pool.submit(work, k) for k in range(1, n)]
-            results = [work(0)] + [f.result() for f in futures]
-        weights = [(s.stop - s.start) / B for s in shards]
+        results = self._in_threads(work, len(shares))
+        weights = [(s.stop - s.start) / B for s in shares]
         loss = sum(w * r[0] for w, r in zip(weights, results, strict=True))
         grads = results[0][1]
         dt = next(iter(grads.values())).dtype.type
@@ -98,6 +110,20 @@ class ThreadTeam:
             for w, (_, other) in zip(weights[1:], results[1:], strict=True):
                 g += dt(w) * other[name]
         return loss, grads
+
+    def loss(self, x, y):
+        """The mean loss over the batch x, y (B, T), forward only, for an evaluation: the
+        model must be in eval mode (no dropout, so no generator is drawn from)."""
+        if self.model.training:
+            raise ValueError("ThreadTeam.loss evaluates: call model.eval() first")
+        B = x.shape[0]
+        shares = self._shares(B)
+        if len(shares) == 1:
+            return self.model.forward(x, y)[1]
+        replicas = self._replicas([None] * (len(shares) - 1))  # eval mode: no dropout
+        losses = self._in_threads(
+            lambda k: replicas[k].forward(x[shares[k]], y[shares[k]])[1], len(shares))
+        return sum((s.stop - s.start) / B * loss for s, loss in zip(shares, losses, strict=True))
 
     def close(self):
         if self._pool:

@@ -254,14 +254,14 @@ class TrainResult:
     history: list  # the rows written to log.jsonl
 
 
-def estimate_loss(model, ids, cfg, seed, world=None):
+def estimate_loss(model, ids, cfg, seed, world=None, team=None):
     """Mean loss over cfg.eval_iters random batches of ids, without dropout. The batches come
     from a Generator with a fixed seed, so every evaluation sees the same windows.
 
     world (numpygpt.training.parallel, default: one process): with N ranks, every rank draws all the
     batches (so the generator is where it would be in one process) and evaluates batch i
     when i % N == rank; the sum over ranks / eval_iters is the one-process mean, up to the
-    order of the float64 additions."""
+    order of the float64 additions. team (threads.ThreadTeam): its threads share each batch."""
     world = world if world is not None else get_world()
     rng = np.random.default_rng(seed)
     was_training = model.training
@@ -270,7 +270,7 @@ def estimate_loss(model, ids, cfg, seed, world=None):
     for i in range(cfg.eval_iters):
         x, y = get_batch(ids, cfg.block_size, cfg.batch_size, rng)
         if i % world.size == world.rank:
-            losses.append(model.forward(x, y)[1])
+            losses.append(team.loss(x, y) if team else model.forward(x, y)[1])
     model.train(was_training)
     if world.size == 1:
         return float(np.mean(losses))
@@ -383,10 +383,13 @@ def _train(cfg, resume, progress, callback, world):
         if world.is_root:
             prepare_out_folder(out, resume, history)
 
+    # one thread: the model's own forward and backward; more: a team of replicas (threads.py)
+    team = ThreadTeam(model, team_threads) if team_threads > 1 else None
+
     def evaluate(step_now):
         return {"step": step_now,
-                "train_loss": estimate_loss(model, train_ids, cfg, eval_seed, world),
-                "val_loss": estimate_loss(model, val_ids, cfg, eval_seed, world)}
+                "train_loss": estimate_loss(model, train_ids, cfg, eval_seed, world, team),
+                "val_loss": estimate_loss(model, val_ids, cfg, eval_seed, world, team)}
 
     t_start = time.perf_counter()
 
@@ -408,8 +411,6 @@ def _train(cfg, resume, progress, callback, world):
             "threads": cfg.threads,  # threads that shared each step's batch (--threads)
         }
 
-    # one thread: the model's own forward and backward; more: a team of replicas (threads.py)
-    team = ThreadTeam(model, team_threads) if team_threads > 1 else None
     loss_and_grads = team.loss_and_grads if team else partial(_loss_and_grads, model)
     try:
         run_metrics = run_loop(
