@@ -46,6 +46,28 @@ def test_a_team_gives_the_whole_batch_loss_and_gradients(make, B):
         np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
 
 
+def test_a_team_weighs_each_share_by_its_targets_when_some_are_ignored():
+    """Fine-tuning's batches ignore some targets (-1): a share's part of the mean loss is its
+    number of targets, not of rows. Here the first share (1 row) keeps 2 targets of 8, the
+    second (2 rows) all 16; and a batch with no target at all."""
+    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16),
+                seed=1, dtype=np.float64)
+    x, y = _batch(3)
+    y[0, 2:] = -1
+    _, want_loss = model.forward(x, y)
+    want = model.backward()
+    team = ThreadTeam(model, TWO)
+    loss, grads = team.loss_and_grads(x, y)
+    assert loss == pytest.approx(want_loss, rel=1e-13)
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+    model.eval()
+    assert team.loss(x, y) == pytest.approx(want_loss, rel=1e-13)
+    y[:] = -1
+    assert team.loss(x, y) == model.forward(x, y)[1] == 0.0
+    team.close()
+
+
 def test_a_team_with_dropout_is_reproducible_and_shares_one_set_of_weights():
     cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.3)
     x, y = _batch(4)

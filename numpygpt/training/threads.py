@@ -9,13 +9,14 @@ workers spin on the other cores for about 0.1 s, right when the split would need
 So the split is made one level up, as `mpiexec` does across processes (parallel.py): N
 threads, each with BLAS limited to one thread, run forward and backward on their own rows of
 the batch, every operation of the step included; NumPy releases the GIL inside its matrix
-products and ufuncs, so the threads' arrays are computed at the same time. The gradient of the
-mean loss over the whole batch is the rows-weighted mean of the threads' gradients:
+products and ufuncs, so the threads' arrays are computed at the same time. The loss is the mean
+over the batch's n targets (those not -1), so with thread k's mean L_k over its n_k targets
 
-    L = 1/B sum_k B_k L_k   (L_k: the mean loss over thread k's B_k rows of T targets each)
+    L = 1/n sum_k n_k L_k   and   grad L = sum_k (n_k / n) grad L_k
 
-so grad L = sum_k (B_k / B) grad L_k. It is the one-thread step's gradient up to float32
-rounding (the same sums, added in another order).
+(for pretraining's batches, where every row holds T targets, n_k / n is the thread's share of
+the rows). It is the one-thread step's gradient up to float32 rounding (the same sums, added
+in another order).
 
 Every replica is a shallow copy of the model: the same config and the same params dict (one set
 of weights, which the optimizer updates in place), its own cache between forward and backward,
@@ -77,6 +78,16 @@ class ThreadTeam:
         cuts = [B * k // n for k in range(n + 1)]
         return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
+    @staticmethod
+    def _weights(y, shares):
+        """n_k / n: each share's targets (the entries of y that are not -1, which the loss
+        skips) over the batch's. With no target at all (a loss of 0), the rows' shares."""
+        counts = [int(np.count_nonzero(y[s] != -1)) for s in shares]
+        total = sum(counts)
+        if total == 0:
+            return [(s.stop - s.start) / len(y) for s in shares]
+        return [c / total for c in counts]
+
     def _in_threads(self, work, n):
         """[work(0), ..., work(n - 1)], work(k) in thread k (0: the caller's), one BLAS thread
         each."""
@@ -101,11 +112,11 @@ class ThreadTeam:
             return loss, replicas[k].backward()
 
         results = self._in_threads(work, len(shares))
-        weights = [(s.stop - s.start) / B for s in shares]
+        weights = self._weights(y, shares)
         loss = sum(w * r[0] for w, r in zip(weights, results, strict=True))
         grads = results[0][1]
         dt = next(iter(grads.values())).dtype.type
-        for name, g in grads.items():  # sum_k (B_k / B) grad L_k, in thread order
+        for name, g in grads.items():  # sum_k (n_k / n) grad L_k, in thread order
             g *= dt(weights[0])
             for w, (_, other) in zip(weights[1:], results[1:], strict=True):
                 g += dt(w) * other[name]
@@ -123,7 +134,7 @@ class ThreadTeam:
         replicas = self._replicas([None] * (len(shares) - 1))  # eval mode: no dropout
         losses = self._in_threads(
             lambda k: replicas[k].forward(x[shares[k]], y[shares[k]])[1], len(shares))
-        return sum((s.stop - s.start) / B * loss for s, loss in zip(shares, losses, strict=True))
+        return sum(w * loss for w, loss in zip(self._weights(y, shares), losses, strict=True))
 
     def close(self):
         if self._pool:
