@@ -40,8 +40,15 @@ def test_training_benchmark_runs_and_reports_every_figure():
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
-def test_training_benchmark_on_two_threads_also_times_threads_sharing_the_batch():
+def test_training_benchmark_on_two_threads_also_times_threads_sharing_the_batch(monkeypatch):
+    from numpygpt.bench import machine
+
+    pauses = []
+    monkeypatch.setattr(machine.time, "sleep", pauses.append)
     res = bench.bench_training("baby", rounds=1, steps=1, threads=2, peak=1e11)
+    # one pause before each of the two turns: OpenBLAS's spinning workers would take the core
+    # a thread of the team needs
+    assert pauses == [machine.HANDOVER_SECONDS] * 2
     assert res["team_threads"] == 2 and res["team_ms_per_step"] > 0 and res["team_vs_one"] > 0
     assert "2 threads sharing the batch (train --threads 2)" in bench.format_results([res])
     limit_threads(1)  # what the test before left for the other tests of this process

@@ -178,8 +178,10 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     times = {k: [] for k in steppers}
     for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
         for k, f in steppers.items():
-            if th_step:
-                hand_over(threads, f)  # the other library's idle workers asleep first
+            if len(steppers) > 1:
+                # the idle workers of the one before asleep first: PyTorch's, or OpenBLAS's,
+                # which would spin on the core a thread of the team needs
+                hand_over(threads, f)
             times[k].append(seconds_per_call(f, steps))
     np_times, th_times = times["numpy"], times.get("torch", [])
     t = statistics.median(np_times)
