@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import types
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 from numpygpt.data import CharTokenizer, get_batch
 from numpygpt.io.checkpoint import load_checkpoint
 from numpygpt.models.gpt import GPT, GPTConfig, param_shapes
+from numpygpt.training.threads import ThreadTeam
 from numpygpt.training.train import TrainConfig, TrainingError, train
 
 train_mod = importlib.import_module("numpygpt.training.train")
@@ -188,7 +188,7 @@ def test_accumulated_grads_equal_one_big_batch():
     ids = rng.integers(0, 11, size=500)
     model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16), seed=3)
     cfg = types.SimpleNamespace(block_size=16, batch_size=4, grad_accum=2)
-    loss_acc, g_acc = train_mod._accumulated_grads(partial(train_mod._loss_and_grads, model),
+    loss_acc, g_acc = train_mod._accumulated_grads(ThreadTeam(model, 1).loss_and_grads,
                                                    ids, cfg, np.random.default_rng(5))
 
     same = np.random.default_rng(5)  # the same draws: two batches of 4

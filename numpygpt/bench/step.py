@@ -82,14 +82,10 @@ def numpy_step_fn(cfg, B, seed=0, T=None, lora=None, team=1):
     x = rng.integers(0, cfg.vocab_size, (B, T))
     y = rng.integers(0, cfg.vocab_size, (B, T))
 
-    threads = ThreadTeam(model, team) if team > 1 else None
+    threads = ThreadTeam(model, team)  # team = 1: the model's own forward and backward
 
     def step():
-        if threads:
-            loss, grads = threads.loss_and_grads(x, y)
-        else:
-            _, loss = model.forward(x, y)
-            grads = model.backward()  # the trainable parameters only
+        loss, grads = threads.loss_and_grads(x, y)  # grads: the trainable parameters only
         clip_grad_norm(grads, 1.0)
         opt.step(grads)
         return loss

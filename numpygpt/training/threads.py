@@ -52,14 +52,16 @@ class ThreadTeam:
 
     team = ThreadTeam(model, 2); loss, grads = team.loss_and_grads(x, y)
     gives model.forward(x, y)[1] and model.backward()'s gradients, up to float32 rounding;
-    team.loss(x, y), the model in eval mode, the forward's loss alone (an evaluation's)."""
+    team.loss(x, y), the model in eval mode, the forward's loss alone (an evaluation's).
+    A team of one thread is the model's own forward and backward, on the caller's thread."""
 
     def __init__(self, model, threads):
         self.model = model
         self.threads = check_threads(threads)
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="numpygpt-step") \
             if self.threads > 1 else None  # thread 0 is the caller's
-        self._blas = ThreadpoolController()  # finds the BLAS libraries once; limits are cheap
+        # finds the BLAS libraries once; limits are cheap (one thread: no limit to set)
+        self._blas = ThreadpoolController() if self.threads > 1 else None
 
     def _replicas(self, rngs):
         """The model (thread 0) and its shallow copies, one per generator of rngs."""
@@ -101,7 +103,7 @@ class ThreadTeam:
         shares = self._shares(B)
         # every call draws the replicas' dropout seeds from the model's generator, which
         # every checkpoint keeps: a resumed run draws the same masks
-        seeds = self.model.rng.integers(2**63, size=self.threads - 1)
+        seeds = self.model.rng.integers(2**63, size=self.threads - 1)  # none for one thread
         if len(shares) == 1:
             _, loss = self.model.forward(x, y)
             return loss, self.model.backward()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -384,7 +383,7 @@ def _train(cfg, resume, progress, callback, world):
             prepare_out_folder(out, resume, history)
 
     # one thread: the model's own forward and backward; more: a team of replicas (threads.py)
-    team = ThreadTeam(model, team_threads) if team_threads > 1 else None
+    team = ThreadTeam(model, team_threads)
 
     def evaluate(step_now):
         return {"step": step_now,
@@ -411,33 +410,25 @@ def _train(cfg, resume, progress, callback, world):
             "threads": cfg.threads,  # threads that shared each step's batch (--threads)
         }
 
-    loss_and_grads = team.loss_and_grads if team else partial(_loss_and_grads, model)
     try:
         run_metrics = run_loop(
             cfg, model=model, opt=opt, out=out, step=step, history=history, lr_at=cfg.lr_at,
             checkpoint_config={"model": mcfg.to_dict(), "train": asdict(cfg)},
             tokenizer=tokenizer, data_rng=data_rng,
-            batch_grads=lambda: _accumulated_grads(loss_and_grads, train_ids, cfg, data_rng,
-                                                   *shard),
+            batch_grads=lambda: _accumulated_grads(team.loss_and_grads, train_ids, cfg,
+                                                   data_rng, *shard),
             evaluate=evaluate, metrics=metrics,
             tokens_per_step=cfg.batch_size * cfg.block_size * cfg.grad_accum, resumed=resume,
             progress=progress, callback=callback, world=world, command="numpygpt train")
     finally:
-        if team:
-            team.close()
+        team.close()
     return TrainResult(model, tokenizer, run_metrics, history)
-
-
-def _loss_and_grads(model, x, y):
-    """One batch's mean loss and gradients, by the model's own forward and backward."""
-    _, loss = model.forward(x, y)
-    return loss, model.backward()
 
 
 def _accumulated_grads(loss_and_grads, ids, cfg, rng, rows=slice(None)):
     """Average loss and gradients over cfg.grad_accum micro-batches.
 
-    loss_and_grads(x, y): one batch's (loss, grads), the model's or a ThreadTeam's.
+    loss_and_grads(x, y): one batch's (loss, grads) (a ThreadTeam's: one thread or more).
     rows: the rows of each global batch this process computes (data parallel: every rank
     draws the same batch, so the generator stays where it would be in one process)."""
     total_loss, grads = 0.0, None
