@@ -299,10 +299,12 @@ def test_fast_cross_entropy_equals_the_plain_layer(dtype, ignored, spread):
     np.testing.assert_allclose(d_f, d_p, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("radix", [True, False], ids=["uint16-sort", "int-sort"])
 @pytest.mark.parametrize("small_vocab", [256, 0], ids=["per-id", "sorted"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fast_embedding_backward_equals_np_add_at(small_vocab, dtype, monkeypatch):
+def test_fast_embedding_backward_equals_np_add_at(small_vocab, dtype, radix, monkeypatch):
     monkeypatch.setattr(fast, "SMALL_VOCAB", small_vocab)
+    monkeypatch.setattr(fast, "RADIX_VOCAB", 1 << 16 if radix else 0)
     rng = np.random.default_rng(14)
     wte = rng.standard_normal((9, 5)).astype(dtype)
     idx = rng.integers(0, 6, (4, 13))  # repeated ids, and ids 6..8 never used

