@@ -531,6 +531,7 @@ def cmd_bench(args):
         profile_step,
         profile_torch_step,
     )
+    from .training.memory import keep_freed_memory
 
     if args.ddp is not None:
         return _bench_ddp(args)
@@ -559,6 +560,9 @@ def cmd_bench(args):
         except ImportError:
             raise ConfigError("--vs-torch needs PyTorch (pip install torch); numpygpt itself "
                               "never does") from None
+    # the process's malloc keeps freed memory, as in training (training/memory.py); PyTorch's
+    # side runs in this process with the same setting
+    keep_freed_memory()
     if args.kernels:  # every kernel against PyTorch's op, then flash attention's memory
         return _bench_kernels(args, rounds)
     peak = matmul_peak()

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from ..io.files import atomic_write_json
+from .memory import keep_freed_memory
 from .optim import clip_grad_norm
 from .parallel import GradAllReduce, abort_on_error, agreed, get_world
 from .run import (
@@ -86,6 +87,7 @@ def run_loop(cfg, *, model, opt, out, checkpoint_config, tokenizer, data_rng, st
       the messages of a failing rank
     """
     world = world if world is not None else get_world()
+    keep_freed_memory()  # each step reuses the last one's memory, no page faults (memory.py)
     max_iters, grad_clip = cfg.max_iters, cfg.grad_clip
     average = GradAllReduce(world, opt.params) if world.size > 1 else None
     log_path = out / "log.jsonl"
