@@ -527,6 +527,7 @@ def cmd_bench(args):
         format_finetune,
         format_profile,
         format_results,
+        limit_threads,
         matmul_peak,
         profile_step,
         profile_torch_step,
@@ -565,6 +566,9 @@ def cmd_bench(args):
     keep_freed_memory()
     if args.kernels:  # every kernel against PyTorch's op, then flash attention's memory
         return _bench_kernels(args, rounds)
+    # the threads of the runs below, before the header reports them and the peak is measured
+    # on them (the MFU of a one-thread step is a share of one thread's peak)
+    limit_threads(args.threads or os.cpu_count() or 1)
     peak = matmul_peak()
     print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; float32 matmul peak: "
           f"{peak / 1e9:.0f} GFLOP/s", flush=True)

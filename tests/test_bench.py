@@ -171,6 +171,30 @@ def test_bench_all_does_not_run_gpt2_finetune(capsys, monkeypatch):
     assert code == 0 and ran == ["baby", "small"]
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+@pytest.mark.parametrize("argv, threads", [(["--threads", "1"], 1), ([], os.cpu_count())])
+def test_bench_measures_the_peak_on_the_threads_it_runs(argv, threads, capsys, monkeypatch):
+    """The header's BLAS threads and the peak the MFU is a share of are those of the runs."""
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def peak():
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return 1e11
+
+    monkeypatch.setattr(bench, "matmul_peak", peak)
+    monkeypatch.setattr(bench, "bench_training", lambda name, **kw: {"config": name})
+    monkeypatch.setattr(bench, "format_results", lambda results: "")
+    limit_threads(2 if threads == 1 else 1)  # the other count, before the command
+    try:
+        code, out, _ = run(["bench", "--skip-extras", "--config", "baby", *argv], capsys)
+    finally:
+        limit_threads(1)
+    assert code == 0 and seen == [{threads}]
+    assert f"{threads} thread" in out.splitlines()[0]
+
+
 def test_bench_gpt2_finetune_cli_prints_the_targets_and_writes_json(tmp_path, capsys,
                                                                    monkeypatch):
     calls = []
