@@ -51,12 +51,21 @@ def test_freed_memory_is_reused_without_page_faults():
     assert faults_kept < faults_default // 20, (faults_kept, faults_default)
 
 
-@pytest.mark.parametrize("setting", memory.USER_SETTINGS)
-def test_the_users_own_malloc_settings_win(setting, monkeypatch):
-    monkeypatch.setenv(setting, "65536")
+@pytest.mark.parametrize("name, value", [
+    ("MALLOC_MMAP_THRESHOLD_", "65536"), ("MALLOC_TRIM_THRESHOLD_", "0"),
+    ("GLIBC_TUNABLES", "glibc.cpu.x86_shstk=0:glibc.malloc.trim_threshold=0")])
+def test_the_users_own_malloc_settings_win(name, value, monkeypatch):
+    for other in (*memory.USER_SETTINGS, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
     calls = []
     monkeypatch.setattr(memory.ctypes, "CDLL", lambda *a: calls.append(a))
     assert memory._set_thresholds() is False and calls == []
+
+
+def test_other_glibc_tunables_do_not_count_as_malloc_settings():
+    assert not memory.users_malloc_settings({"GLIBC_TUNABLES": "glibc.cpu.x86_shstk=0"})
+    assert not memory.users_malloc_settings({})
 
 
 def test_once_per_process(monkeypatch):

@@ -18,9 +18,9 @@ holds stays near its peak between steps (as it is during them); beyond TRIM_THRE
 free, the heap is still trimmed. It changes the whole process (as a thread limit does), so
 the package never calls it on import: the training loop and the benchmarks do.
 
-A user's own settings win: with MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or
-GLIBC_TUNABLES in the environment nothing is changed. Elsewhere (macOS, Windows, musl)
-nothing is changed either.
+A user's own settings win: with MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ in the
+environment, or GLIBC_TUNABLES naming a glibc.malloc tunable, nothing is changed. Elsewhere
+(macOS, Windows, musl) nothing is changed either.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit: 32 MB
 TRIM_THRESHOLD = 1 << 30  # 1 GB of freed heap kept for reuse
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # glibc reads these
+
+
+def users_malloc_settings(environ):
+    """True if the environment sets glibc's malloc itself: keep_freed_memory leaves it be."""
+    return (any(v in environ for v in USER_SETTINGS)
+            or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""))
+
 
 _state = {}  # "kept": the result of the first call
 
@@ -47,7 +54,7 @@ def keep_freed_memory():
 
 
 def _set_thresholds():
-    if not sys.platform.startswith("linux") or any(v in os.environ for v in USER_SETTINGS):
+    if not sys.platform.startswith("linux") or users_malloc_settings(os.environ):
         return False
     try:
         libc = ctypes.CDLL(None)  # the C library this process already runs on
