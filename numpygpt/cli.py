@@ -529,6 +529,7 @@ def cmd_bench(args):
         format_results,
         limit_threads,
         matmul_peak,
+        memory_note,
         profile_step,
         profile_torch_step,
     )
@@ -563,15 +564,15 @@ def cmd_bench(args):
                               "never does") from None
     # the process's malloc keeps freed memory, as in training (training/memory.py); PyTorch's
     # side runs in this process with the same setting
-    keep_freed_memory()
+    kept = keep_freed_memory()
     if args.kernels:  # every kernel against PyTorch's op, then flash attention's memory
-        return _bench_kernels(args, rounds)
+        return _bench_kernels(args, rounds, kept)
     # the threads of the runs below, before the header reports them and the peak is measured
     # on them (the MFU of a one-thread step is a share of one thread's peak)
     limit_threads(args.threads or os.cpu_count() or 1)
     peak = matmul_peak()
     print(f"CPU: {cpu_name()}; BLAS: {blas_description()}; float32 matmul peak: "
-          f"{peak / 1e9:.0f} GFLOP/s", flush=True)
+          f"{peak / 1e9:.0f} GFLOP/s; {memory_note(kept)}", flush=True)
     results = []
     if args.profile:  # where one step's time goes
         print(f"profiling {config}: 2 warm-up steps, then {steps} plain and {steps} profiled "
@@ -604,11 +605,11 @@ def cmd_bench(args):
         print(f"generation, 192 tokens after a 64-token prompt (block 256, baby width): KV cache "
               f"{speedup:.1f}x faster, {'identical' if same else 'DIFFERENT'} greedy tokens")
     if args.json:
-        _write_json(args.json, results)
+        _write_json(args.json, [{**r, "freed_memory_kept": kept} for r in results])
     return 0
 
 
-def _bench_kernels(args, rounds):
+def _bench_kernels(args, rounds, kept):
     from .bench.kernels import bench_flash, bench_kernels, format_flash, format_kernels
 
     if args.profile or args.ddp is not None or args.config not in (None, "small"):
@@ -618,6 +619,7 @@ def _bench_kernels(args, rounds):
           + ("against PyTorch's op, " if args.vs_torch else "") + f"{rounds} interleaved "
           "rounds...", flush=True)
     res = bench_kernels(rounds=rounds, threads=args.threads, vs_torch=args.vs_torch)
+    res["freed_memory_kept"] = kept
     print(format_kernels(res), flush=True)
     flash = [row for p in (0.0, 0.2) for row in bench_flash(
         p=p, rounds=max(1, rounds // 2), vs_torch=args.vs_torch, threads=args.threads)]

@@ -13,6 +13,7 @@ from numpygpt.bench.machine import limit_threads
 from numpygpt.cli import main
 from numpygpt.errors import ConfigError
 from numpygpt.models.gpt import GPTConfig, param_count
+from numpygpt.training import memory
 
 
 def test_step_flops_by_hand():
@@ -215,6 +216,8 @@ def test_bench_gpt2_finetune_cli_prints_the_targets_and_writes_json(tmp_path, ca
     assert "attention fwd+bwd" not in out  # no extras for gpt2-finetune
     [res] = json.loads(out_json.read_text())
     assert res["cpu"] and res["blas"] and "lora_vs_full" in res["met"]
+    kept = memory.keep_freed_memory()
+    assert res["freed_memory_kept"] is kept and bench.memory_note(kept) in out.splitlines()[0]
 
 
 @pytest.mark.parametrize("kwargs", [{"rounds": 0}, {"steps": -1}, {"threads": 0},
@@ -432,8 +435,11 @@ def test_bench_kernels_cli(monkeypatch, capsys, tmp_path):
     assert main(["bench", "--kernels", "--rounds", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "layer norm" in text and "flash" in text and "BLAS" in text
+    kept = memory.keep_freed_memory()  # what bench set (or could not set) for the process
+    assert bench.memory_note(kept) in text
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 12 and len(saved["flash"]) == 2  # dropout 0 and 0.2
+    assert saved["freed_memory_kept"] is kept
     assert main(["bench", "--kernels", "--profile"]) == 1
 
 

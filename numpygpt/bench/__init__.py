@@ -42,7 +42,7 @@ from .finetune import (
     format_finetune,
 )
 from .kernels import bench_flash, bench_kernels, format_flash, format_kernels
-from .machine import blas_description, cpu_name, limit_threads, matmul_peak
+from .machine import blas_description, cpu_name, limit_threads, matmul_peak, memory_note
 from .profile import (
     GLUE,
     PROFILE_ROWS,
@@ -68,7 +68,7 @@ from .step import (
 
 __all__ = [
     # the machine
-    "cpu_name", "blas_description", "matmul_peak", "limit_threads",
+    "cpu_name", "blas_description", "matmul_peak", "limit_threads", "memory_note",
     # the training step
     "BENCH_CONFIGS", "model_config", "step_flops", "numpy_step_fn", "bench_training",
     "format_results", "bench_kv_cache", "bench_attention",

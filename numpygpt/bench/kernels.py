@@ -26,7 +26,14 @@ import numpy as np
 from .. import layers as L
 from ..kernels import CHOICES, FLASH, PLAIN, which_kernels
 from ..layers.adamw import decays
-from .machine import HANDOVER_SECONDS, blas_description, cpu_name, hand_over, limit_threads
+from .machine import (
+    HANDOVER_SECONDS,
+    blas_description,
+    cpu_name,
+    hand_over,
+    limit_threads,
+    memory_note,
+)
 
 SHAPES = dict(B=16, T=256, C=384, nh=6, nkv=2, hidden=1024, V=65)  # GPT small; Llama alike
 FLASH_LENGTHS = ((256, 16), (1024, 4))  # (T, B) of bench_flash: the same tokens per batch
@@ -249,7 +256,8 @@ def format_kernels(r):
              f"T={s['T']} C={s['C']} nh={s['nh']} (GQA nkv={s['nkv']}, SwiGLU hidden "
              f"{s['hidden']}, V={s['V']}); medians of {r['rounds']} interleaved rounds",
              f"CPU: {r['cpu']}; BLAS: {r['blas']}"
-             + (f"; PyTorch {r['torch_version']}, {r['torch_threads']} threads" if vs else ""),
+             + (f"; PyTorch {r['torch_version']}, {r['torch_threads']} threads" if vs else "")
+             + (f"; {memory_note(r['freed_memory_kept'])}" if "freed_memory_kept" in r else ""),
              f"ours = the '{r['kernels']}' kernel table (NUMPYGPT_KERNELS); flash rows: "
              "kernels/flash.py"
              + (f"; before each timed call a {r['handover_s']:g} s pause (the idle worker threads "

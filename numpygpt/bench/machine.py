@@ -55,6 +55,12 @@ def matmul_peak(n=2048, repeats=5, dtype=np.float32):
     return 2 * n * n * n / best
 
 
+def memory_note(kept):
+    """What a benchmark's header says of the process's malloc: whether it keeps the memory a
+    step frees for the next (training/memory.py: keep_freed_memory's result)."""
+    return "malloc keeps freed memory" if kept else "malloc as the C library sets it"
+
+
 def limit_threads(threads):
     """Set the BLAS (and torch, if loaded) thread count for this process."""
     from threadpoolctl import threadpool_limits
