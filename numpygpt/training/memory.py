@@ -1,7 +1,7 @@
 """Keep the memory a training step frees for the next step (glibc's malloc, on Linux).
 
-NumPy takes every array's memory from the C library's malloc. glibc's malloc gives a large
-block its own mmap (below a threshold that it raises as blocks are freed) and hands the
+NumPy takes every array's memory from the C library's malloc. glibc's malloc gives a block
+above an mmap threshold (which it raises as such blocks are freed) its own mmap, and hands the
 top of its heap back to the operating system once more than a trim threshold lies free there.
 A training step frees nearly all of its activations when it ends, so the heap can shrink,
 and the next step's arrays fault their pages in again, 4 kB at a time, each fault zeroing a
