@@ -119,6 +119,56 @@ def test_blocked_heads_by_groups_of_sequences_equal_the_plain_layer(per_group, m
     assert np.array_equal(dqkv, fast.attention_core_backward(dy[..., :C], cache1))
 
 
+@pytest.mark.parametrize("per_group", [1, 3], ids=["one-sequence", "three-sequences"])
+@pytest.mark.parametrize("B,nh,nkv,T,hs", [(2, 4, 2, 7, 3), (3, 6, 1, 5, 4), (1, 3, 3, 1, 2),
+                                           (2, 4, 4, 9, 2)])
+def test_blocked_gqa_heads_equal_the_plain_layer_and_the_loop_reference(
+        query_block, per_group, B, nh, nkv, T, hs, monkeypatch):
+    """Grouped queries (g = 2, 6, 1 and 1: MQA, MHA too), blocks of 1 to 64 queries, sequences
+    one or three at a time: the plain layer's numbers and the loop reference's."""
+    monkeypatch.setattr(fast, "SCORES_IN_CACHE", per_group * nh * T * T)
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((B, n, T, hs)) for n in (nh, nkv, nkv))
+    dy = rng.standard_normal((B, T, nh * hs))
+    y_f, cache_f = fast.gqa_core_forward(q, k, v)
+    y_p, cache_p = L.gqa_core_forward(q, k, v)
+    y_r, cache_r = L.gqa_reference_forward(q, k, v)
+    assert np.max(np.abs(y_f - y_p)) <= MATCH and np.max(np.abs(y_f - y_r)) <= MATCH
+    assert np.max(np.abs(cache_f.probs - cache_r.probs)) <= MATCH
+    assert np.all(cache_f.probs[..., np.triu(np.ones((T, T), dtype=bool), k=1)] == 0.0)
+    grads_f = fast.gqa_core_backward(dy, cache_f)
+    for other in (L.gqa_core_backward(dy, cache_p), L.gqa_reference_backward(dy, cache_r)):
+        for a, b in zip(grads_f, other, strict=True):
+            assert a.shape == b.shape and np.max(np.abs(a - b)) <= MATCH
+
+
+def test_blocked_gqa_heads_pass_finite_differences_and_keep_float32():
+    rng = np.random.default_rng(10)
+    q, k, v = rng.standard_normal((2, 4, 6, 3)), *rng.standard_normal((2, 2, 2, 6, 3))
+    errors = check_layer(fast.gqa_core_forward, fast.gqa_core_backward,
+                         {"q": q, "k": k, "v": v}, ["q", "k", "v"], rng=rng)
+    assert max(errors.values()) <= THRESHOLD, errors
+    y, cache = fast.gqa_core_forward(*(a.astype(np.float32) for a in (q, k, v)))
+    grads = fast.gqa_core_backward(np.ones(y.shape, dtype=np.float32), cache)
+    assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+
+
+def test_the_fast_gqa_layer_is_the_plain_layer_with_the_blocked_heads():
+    rng = np.random.default_rng(11)
+    B, T, C, nh, nkv = 2, 70, 16, 4, 2  # 70 positions: two blocks of queries
+    x = rng.standard_normal((B, T, C))
+    w_q, w_o = rng.standard_normal((C, C)) * 0.3, rng.standard_normal((C, C)) * 0.3
+    w_k, w_v = (rng.standard_normal((C, C // 2)) * 0.3 for _ in range(2))
+    cos, sin = L.rope_table(T, C // nh)
+    out_f, cache_f = fast.gqa_attention_forward(x, w_q, w_k, w_v, w_o, nh, nkv, cos, sin)
+    out_p, cache_p = L.gqa_attention_forward(x, w_q, w_k, w_v, w_o, nh, nkv, cos, sin)
+    assert np.max(np.abs(out_f - out_p)) <= MATCH
+    dout = rng.standard_normal(out_p.shape)
+    for a, b in zip(fast.gqa_attention_backward(dout, cache_f),
+                    L.gqa_attention_backward(dout, cache_p), strict=True):
+        assert np.max(np.abs(a - b)) <= MATCH * max(1.0, np.abs(b).max())
+
+
 def _heads_pass_finite_differences(kernel, p):
     """kernel's attention heads (a module with attention_core_forward / _backward) against
     finite differences, float64, with and without dropout."""
@@ -338,7 +388,8 @@ def test_the_table_holds_every_name_and_the_plain_twins_are_the_layers():
     assert twins == {"attention_core_forward", "attention_core_backward", "gelu_forward",
                      "gelu_backward", "adamw_update", "layernorm_forward", "layernorm_backward",
                      "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-                     "embedding_forward", "embedding_backward"}
+                     "embedding_forward", "embedding_backward", "gqa_attention_forward",
+                     "gqa_attention_backward"}
     assert all(FAST[n] is getattr(norms if n.startswith("layernorm") else fast, n)
                for n in twins)
     assert set(FLASH) == set(NAMES)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layers as L
-from ..kernels import CHOICES, FLASH, PLAIN, which_kernels
+from ..kernels import CHOICES, FLASH, PLAIN, fast, which_kernels
 from ..layers.adamw import decays
 from .machine import (
     HANDOVER_SECONDS,
@@ -113,7 +113,7 @@ def kernel_cases(B, T, C, nh, nkv, hidden, V, seed=0):
         KernelCase("flash attention, drop 0.2", lambda t: attention(0.2)(_flash_or_plain(t)),
                    lambda: _torch_attention(qkv, nh, dx, 0.2)),
         KernelCase("GQA heads", lambda t: (
-            lambda: L.gqa_core_backward(dq, L.gqa_core_forward(q, k, v)[1])),
+            lambda f, g: lambda: g(dq, f(q, k, v)[1]))(*_gqa_heads(t)),
                    lambda: _torch_pair(lambda F, a: F.scaled_dot_product_attention(
                        a[0], a[1], a[2], is_causal=True, enable_gqa=True), (q, k, v), dq)),
         KernelCase("softmax cross-entropy", pair(
@@ -130,6 +130,14 @@ def kernel_cases(B, T, C, nh, nkv, hidden, V, seed=0):
 
 def _flash_or_plain(table):
     return PLAIN if table is PLAIN else FLASH
+
+
+def _gqa_heads(table):
+    """The heads (forward, backward) inside the table's GQA layer: the blocked ones of
+    kernels/fast.py, or the plain layer's."""
+    if table["gqa_attention_forward"] is fast.gqa_attention_forward:
+        return fast.gqa_core_forward, fast.gqa_core_backward
+    return L.gqa_core_forward, L.gqa_core_backward
 
 
 def _long(a):

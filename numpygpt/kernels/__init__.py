@@ -7,11 +7,11 @@ Every operation a model's forward or backward runs on arrays is looked up in `op
 
 Most entries are the plain layers of numpygpt.layers. A few have a fast twin that computes
 the same numbers faster: kernels/fast.py (attention in blocks that skip the masked scores,
-GELU in cache-sized blocks, AdamW without temporaries, softmax cross-entropy with fewer
-passes, the embedding's backward without np.add.at) and kernels/norms.py (layer norm in
-cache-sized blocks of rows); by default the table holds the fast ones. kernels/flash.py is
-flash attention (the heads without the (T, T) probabilities: O(T) memory). One setting
-chooses the table:
+a Llama's grouped-query attention the same way, GELU in cache-sized blocks, AdamW without
+temporaries, softmax cross-entropy with fewer passes, the embedding's backward without
+np.add.at) and kernels/norms.py (layer norm in cache-sized blocks of rows); by default the
+table holds the fast ones. kernels/flash.py is flash attention (the heads without the (T, T)
+probabilities: O(T) memory). One setting chooses the table:
 
     NUMPYGPT_KERNELS=plain python -m numpygpt train     # every plain twin; or "flash"
     use_kernels("plain")  /  with kernels("plain"): ... # in Python
@@ -50,7 +50,8 @@ PLAIN = {name: getattr(L, name) for name in NAMES}
 FAST = {**PLAIN, **{name: getattr(fast, name) for name in (
     "attention_core_forward", "attention_core_backward", "gelu_forward", "gelu_backward",
     "adamw_update", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-    "embedding_forward", "embedding_backward")}, **{name: getattr(norms, name) for name in (
+    "embedding_forward", "embedding_backward", "gqa_attention_forward",
+    "gqa_attention_backward")}, **{name: getattr(norms, name) for name in (
     "layernorm_forward", "layernorm_backward")}}
 # flash attention (kernels/flash.py): the heads without the (T, T) probabilities
 FLASH = {**FAST, "attention_core_forward": flash.attention_core_forward,

@@ -8,6 +8,10 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
 - attention_core_forward / _backward (twin: layers/attention.py): causal attention in blocks
   of queries, each against only the keys it may see, one sequence at a time so that its
   scores stay in the CPU's cache (short sequences in groups whose scores fit together).
+- gqa_attention_forward / _backward (twin: layers/gqa.py): a Llama's grouped-query attention
+  layer with its heads computed the same way (gqa_core_forward / _backward, twins of the
+  layer's heads): the g query heads of a group share their key/value head through a
+  broadcast, and dk, dv sum over the group.
 - gelu_forward / gelu_backward (twin: layers/gelu.py): the same chain of operations, in
   place, one cache-sized block at a time.
 - adamw_update (twin: layers/adamw.py): the same update, in place in one scratch buffer, no
@@ -19,7 +23,8 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
   stable sort of the ids lists each id's positions together, and each id's rows are gathered
   and summed at once, instead of np.add.at's one-row-at-a-time loop.
 
-Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size.
+Shapes: B batch, T time, C channels, nh heads, hs = C // nh head size; nkv key/value heads
+and g = nh // nkv query heads per group (grouped-query attention).
 """
 
 import math
@@ -35,6 +40,9 @@ from ..layers.attention import (
     softmax_backward_,
 )
 from ..layers.gelu import _A, _K  # GELU's constants: sqrt(2/pi) and 0.044715
+from ..layers.gqa import GQACoreCache
+from ..layers.gqa import gqa_attention_backward as _gqa_layer_backward
+from ..layers.gqa import gqa_attention_forward as _gqa_layer_forward
 from ..layers.loss import CrossEntropyCache
 
 # --- attention ---------------------------------------------------------------------------
@@ -147,6 +155,92 @@ def attention_core_backward(dy, cache):
         dq[b] *= scale
         dk[b] *= scale
     return dqkv.reshape(B, T, 3 * nh * hs)
+
+
+# --- grouped-query attention (Llama) ------------------------------------------------------
+
+
+def _groups_view(a, nkv):
+    """(B, nh, T, D) -> (B, nkv, g, T, D), the g query heads of each key/value head (a view
+    when a's heads axis splits, as a contiguous array's does)."""
+    B, nh, T, D = a.shape
+    return a.reshape(B, nkv, nh // nkv, T, D)
+
+
+def gqa_core_forward(q, k, v):
+    """layers.gqa_core_forward's contract (the same cache), by blocks of queries that skip the
+    masked scores, as attention_core_forward: the g query heads of a group meet their shared
+    key/value head through a broadcast in the matmul, (g, n, hs) @ (1, hs, t1)."""
+    B, nh, T, hs = q.shape
+    nkv = k.shape[1]
+    q = np.ascontiguousarray(q)  # (B, nh, T, hs), kept for backward
+    qs = _groups_view(q * q.dtype.type(1.0 / np.sqrt(hs)), nkv)  # (B, nkv, g, T, hs)
+    # the probabilities, kept for backward; zeros: the blocks below never write the future
+    att = np.zeros((B, nh, T, T), dtype=q.dtype)
+    att5 = _groups_view(att, nkv)  # (B, nkv, g, T, T) view
+    y = np.empty((B, T, nh, hs), dtype=q.dtype)  # heads side by side, as w_o wants them
+    y5 = y.reshape(B, T, nkv, nh // nkv, hs).transpose(0, 2, 3, 1, 4)  # (B, nkv, g, T, hs)
+    kt, v1 = k.swapaxes(-1, -2)[:, :, None], v[:, :, None]  # (B, nkv, 1, hs, T), (.., T, hs)
+    mask = causal_mask(T, q.dtype)
+    for b0, b1 in _sequence_groups(B, nh, T):
+        b = slice(b0, b1)
+        for t0, t1 in _query_blocks(T):
+            a = att5[b, :, :, t0:t1, :t1]  # (gb, nkv, g, n, t1) the block's visible scores
+            np.matmul(qs[b, :, :, t0:t1], kt[b, ..., :t1], out=a)
+            masked_softmax_(a, mask[t0:t1, :t1])  # probabilities, in place
+            np.matmul(a, v1[b, :, :, :t1], out=y5[b, :, :, t0:t1])  # (gb, nkv, g, n, hs)
+    return y.reshape(B, T, nh * hs), GQACoreCache(q, k, v, att)
+
+
+def gqa_core_backward(dy, cache):
+    """layers.gqa_core_backward's numbers, by blocks: dq by blocks of queries; dk and dv by
+    blocks of keys, each summed over the g query heads of its group.
+    Returns (dq, dk, dv): (B, nh, T, hs), (B, nkv, T, hs), (B, nkv, T, hs)."""
+    q, k, v, att = cache
+    B, nh, T, hs = q.shape
+    nkv = k.shape[1]
+    g = nh // nkv
+    scale = q.dtype.type(1.0 / np.sqrt(hs))
+    dy5 = dy.reshape(B, T, nkv, g, hs).transpose(0, 2, 3, 1, 4)  # (B, nkv, g, T, hs) view
+    q5, att5 = _groups_view(q, nkv), _groups_view(att, nkv)
+    vt, k1 = v.swapaxes(-1, -2)[:, :, None], k[:, :, None]  # (B, nkv, 1, hs, T), (.., T, hs)
+    dq = np.empty((B, nh, T, hs), dtype=q.dtype)
+    dq5 = _groups_view(dq, nkv)
+    dk = np.empty((B, nkv, T, hs), dtype=q.dtype)
+    dv = np.empty((B, nkv, T, hs), dtype=q.dtype)
+    groups = _sequence_groups(B, nh, T)
+    largest = max((b1 - b0 for b0, b1 in groups), default=0)
+    datt_buffer = np.empty((largest, nkv, g, T, T), dtype=q.dtype)  # one group's, reused
+    blocks = _query_blocks(T)
+    for b0, b1 in groups:
+        b, datt = slice(b0, b1), datt_buffer[:b1 - b0]  # (gb, nkv, g, T, T)
+        # 1) by blocks of queries: the gradient of the scores of each row, and dq
+        for t0, t1 in blocks:
+            ds = datt[:, :, :, t0:t1, :t1]  # (gb, nkv, g, n, t1) the block's visible entries
+            np.matmul(dy5[b, :, :, t0:t1], vt[b, ..., :t1], out=ds)  # d(probs)
+            softmax_backward_(ds, att5[b, :, :, t0:t1, :t1])  # gradient of the scaled scores
+            np.matmul(ds, k1[b, :, :, :t1], out=dq5[b, :, :, t0:t1])  # (gb, nkv, g, n, hs)
+        # 2) by blocks of keys: key s is seen by the queries t >= s of all g heads of its
+        # group, so dv and dk of the keys [s0, s1) sum over the rows [s0, T) and over g
+        for s0, s1 in blocks:
+            p = att5[b, :, :, s0:, s0:s1].swapaxes(-1, -2)  # (gb, nkv, g, m, T - s0)
+            np.sum(p @ dy5[b, :, :, s0:], axis=2, out=dv[b, :, s0:s1])  # (gb, nkv, m, hs)
+            d = datt[:, :, :, s0:, s0:s1].swapaxes(-1, -2)  # (gb, nkv, g, m, T - s0)
+            np.sum(d @ q5[b, :, :, s0:], axis=2, out=dk[b, :, s0:s1])
+        dq[b] *= scale
+        dk[b] *= scale
+    return dq, dk, dv
+
+
+def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
+    """layers.gqa_attention_forward with the heads above (the same contract and cache)."""
+    return _gqa_layer_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin,
+                              heads=gqa_core_forward)
+
+
+def gqa_attention_backward(dout, cache):
+    """layers.gqa_attention_backward with the heads above."""
+    return _gqa_layer_backward(dout, cache, heads=gqa_core_backward)
 
 
 # --- GELU ----------------------------------------------------------------------------------

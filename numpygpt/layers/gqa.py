@@ -173,7 +173,8 @@ def _from_heads(a):
     return a.transpose(0, 2, 1, 3).reshape(B, T, n * hs)
 
 
-def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
+def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin, *,
+                          heads=gqa_core_forward):
     """Grouped-query causal self-attention with rotary positions, no biases (Llama's).
 
     Inputs:
@@ -181,6 +182,8 @@ def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
     - w_q: (C, nh*hs), w_k: (C, nkv*hs), w_v: (C, nkv*hs), w_o: (nh*hs, C), stored (in, out)
     - n_head, n_kv_head: nh and nkv (nkv divides nh)
     - cos, sin: (T, hs) from rope_table for positions 0 .. T-1
+    - heads: the heads' forward, gqa_core_forward's contract (the fast kernels pass their
+      twin of it here, and theirs of gqa_core_backward to the backward)
 
     Returns (out, cache): out (B, T, C); cache a GQAAttentionCache.
     """
@@ -189,14 +192,15 @@ def gqa_attention_forward(x, w_q, w_k, w_v, w_o, n_head, n_kv_head, cos, sin):
     q, rope = rope_forward(_to_heads((x2 @ w_q).reshape(B, T, -1), n_head), cos, sin)
     k, _ = rope_forward(_to_heads((x2 @ w_k).reshape(B, T, -1), n_kv_head), cos, sin)
     v = _to_heads((x2 @ w_v).reshape(B, T, -1), n_kv_head)  # (B, nkv, T, hs)
-    y, core = gqa_core_forward(q, k, v)  # (B, T, nh*hs); q (B, nh, T, hs), k (B, nkv, T, hs)
+    y, core = heads(q, k, v)  # (B, T, nh*hs); q (B, nh, T, hs), k (B, nkv, T, hs)
     out = (y.reshape(B * T, -1) @ w_o).reshape(B, T, C)  # (B, T, C)
     return out, GQAAttentionCache(x, w_q, w_k, w_v, w_o, rope, core, y)
 
 
-def gqa_attention_backward(dout, cache):
+def gqa_attention_backward(dout, cache, *, heads=gqa_core_backward):
     """Backward of gqa_attention_forward: w_o, the heads, RoPE (a rotation by -phi), the
     three projections; x feeds all three, so dx is the sum of their contributions.
+    heads: the heads' backward, the twin of the forward's heads.
 
     Returns (dx, dw_q, dw_k, dw_v, dw_o).
     """
@@ -205,7 +209,7 @@ def gqa_attention_backward(dout, cache):
     dout2 = dout.reshape(B * T, C)  # (N, C)
     dw_o = y.reshape(B * T, -1).T @ dout2  # (nh*hs, C)
     dy = (dout2 @ w_o.T).reshape(y.shape)  # (B, T, nh*hs)
-    dq, dk, dv = gqa_core_backward(dy, core)  # (B, nh, T, hs), (B, nkv, T, hs) x 2
+    dq, dk, dv = heads(dy, core)  # (B, nh, T, hs), (B, nkv, T, hs) x 2
     dq = _from_heads(rope_backward(dq, rope)).reshape(B * T, -1)  # (N, nh*hs)
     dk = _from_heads(rope_backward(dk, rope)).reshape(B * T, -1)  # (N, nkv*hs)
     dv = _from_heads(dv).reshape(B * T, -1)  # (N, nkv*hs)
