@@ -384,20 +384,26 @@ def _llama_layer_cases(r):
                 name, label, fwd, bwd,
                 {"q": r(B, nh, T, hs), "k": r(B, nkv, T, hs), "v": r(B, nkv, T, hs)},
                 ["q", "k", "v"]))
-    # the whole layer: projections, RoPE, heads, output projection
-    for label, (B, T, nh, nkv, hs) in [("B=1 T=1 nh=2 nkv=1", (1, 1, 2, 1, 2)),
-                                       ("B=2 T=4 nh=4 nkv=2", (2, 4, 4, 2, 2)),
-                                       ("B=2 T=3 nh=2 nkv=2", (2, 3, 2, 2, 2))]:
-        C = nh * hs
-        cos, sin = L.rope_table(T, hs, theta=100.0, dtype=np.float64)
-        cases.append(GradCase(
-            "gqa_attention", label,
-            lambda *a, nh=nh, nkv=nkv, cos=cos, sin=sin: L.gqa_attention_forward(
-                *a, nh, nkv, cos, sin),
-            L.gqa_attention_backward,
-            {"x": r(B, T, C), "w_q": r(C, C, scale=0.5), "w_k": r(C, nkv * hs, scale=0.5),
-             "w_v": r(C, nkv * hs, scale=0.5), "w_o": r(C, C, scale=0.5)},
-            ["x", "w_q", "w_k", "w_v", "w_o"]))
+    # the whole layer: projections, RoPE, heads, output projection; then the fast kernel's
+    # (numpygpt/kernels/fast.py: its heads in blocks of queries; T = 70 makes two blocks)
+    for name, layer, shapes in [
+        ("gqa_attention", L, [("B=1 T=1 nh=2 nkv=1", (1, 1, 2, 1, 2)),
+                              ("B=2 T=4 nh=4 nkv=2", (2, 4, 4, 2, 2)),
+                              ("B=2 T=3 nh=2 nkv=2", (2, 3, 2, 2, 2))]),
+        ("gqa_attention (fast kernel)", fast, [("B=2 T=4 nh=4 nkv=2", (2, 4, 4, 2, 2)),
+                                               ("B=1 T=70 nh=4 nkv=2", (1, 70, 4, 2, 2))]),
+    ]:
+        for label, (B, T, nh, nkv, hs) in shapes:
+            C = nh * hs
+            cos, sin = L.rope_table(T, hs, theta=100.0, dtype=np.float64)
+            cases.append(GradCase(
+                name, label,
+                lambda *a, nh=nh, nkv=nkv, cos=cos, sin=sin, layer=layer:
+                    layer.gqa_attention_forward(*a, nh, nkv, cos, sin),
+                layer.gqa_attention_backward,
+                {"x": r(B, T, C), "w_q": r(C, C, scale=0.5), "w_k": r(C, nkv * hs, scale=0.5),
+                 "w_v": r(C, nkv * hs, scale=0.5), "w_o": r(C, C, scale=0.5)},
+                ["x", "w_q", "w_k", "w_v", "w_o"]))
     return cases
 
 

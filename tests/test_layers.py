@@ -89,6 +89,8 @@ GRADIENT_CHECKS = [
     ("gqa_attention", "B=1 T=1 nh=2 nkv=1", "x w_q w_k w_v w_o", 1e-7),
     ("gqa_attention", "B=2 T=4 nh=4 nkv=2", "x w_q w_k w_v w_o", 1e-7),
     ("gqa_attention", "B=2 T=3 nh=2 nkv=2", "x w_q w_k w_v w_o", 1e-7),
+    ("gqa_attention (fast kernel)", "B=2 T=4 nh=4 nkv=2", "x w_q w_k w_v w_o", 1e-7),
+    ("gqa_attention (fast kernel)", "B=1 T=70 nh=4 nkv=2", "x w_q w_k w_v w_o", 1e-7),
 ]
 
 CASES = {(c.layer, c.label): c for c in layer_cases(seed=0)}
