@@ -80,6 +80,10 @@ def kernel_cases(B, T, C, nh, nkv, hidden, V, seed=0):
             return lambda: g(dx, f(qkv, nh, p, np.random.default_rng(0))[1])
         return make
 
+    def gqa(t):  # the heads inside the table's GQA layer
+        f, g = _gqa_heads(t)
+        return lambda: g(dq, f(q, k, v)[1])
+
     def adamw(t):
         params = {"w": _floats(rng, C, 4 * C), "b": _floats(rng, 4 * C)} | {
             f"w{i}": _floats(rng, C, C) for i in range(8)}  # 12 C^2 + 4 C: 2-D and 1-D
@@ -112,8 +116,7 @@ def kernel_cases(B, T, C, nh, nkv, hidden, V, seed=0):
                    lambda: _torch_attention(qkv, nh, dx, 0.0)),
         KernelCase("flash attention, drop 0.2", lambda t: attention(0.2)(_flash_or_plain(t)),
                    lambda: _torch_attention(qkv, nh, dx, 0.2)),
-        KernelCase("GQA heads", lambda t: (
-            lambda f, g: lambda: g(dq, f(q, k, v)[1]))(*_gqa_heads(t)),
+        KernelCase("GQA heads", gqa,
                    lambda: _torch_pair(lambda F, a: F.scaled_dot_product_attention(
                        a[0], a[1], a[2], is_causal=True, enable_gqa=True), (q, k, v), dq)),
         KernelCase("softmax cross-entropy", pair(
