@@ -14,6 +14,7 @@ from numpygpt.cli import main
 from numpygpt.errors import ConfigError
 from numpygpt.models.gpt import GPTConfig, param_count
 from numpygpt.training import memory
+from numpygpt.training.threads import ThreadTeam
 
 
 def test_step_flops_by_hand():
@@ -44,9 +45,12 @@ def test_training_benchmark_runs_and_reports_every_figure():
 def test_training_benchmark_on_two_threads_also_times_threads_sharing_the_batch(monkeypatch):
     from numpygpt.bench import machine
 
-    pauses = []
+    pauses, closed = [], []
     monkeypatch.setattr(machine.time, "sleep", pauses.append)
+    close = ThreadTeam.close
+    monkeypatch.setattr(ThreadTeam, "close", lambda team: closed.append(close(team)))
     res = bench.bench_training("baby", rounds=1, steps=1, threads=2, peak=1e11)
+    assert len(closed) == 1  # the team's pool ended with the benchmark, not the process
     # one pause before each of the two turns: OpenBLAS's spinning workers would take the core
     # a thread of the team needs
     assert pauses == [machine.HANDOVER_SECONDS] * 2
@@ -60,6 +64,7 @@ def test_the_team_step_trains_the_same_model():
     one, two = bench.numpy_step_fn(cfg, 4), bench.numpy_step_fn(cfg, 4, team=2)
     for _ in range(3):
         assert two() == pytest.approx(one(), rel=1e-5)
+    two.close()
 
 
 def test_kv_cache_and_attention_benchmarks_run():

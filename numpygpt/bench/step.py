@@ -68,7 +68,8 @@ def numpy_step_fn(cfg, B, seed=0, T=None, lora=None, team=1):
     linear maps of every block and trains only them: the optimizer holds (and clip_grad_norm
     sees) the adapters alone, and backward computes no gradient for a frozen weight.
     team > 1: that many threads share the batch, as `train --threads` runs it (a ThreadTeam).
-    The closure's .model and .optimizer are what it trains (tests look at them)."""
+    The closure's .model and .optimizer are what it trains (tests look at them); .close()
+    ends the team's threads."""
     T = T or cfg.block_size
     if lora:
         model = FinetuneGPT(cfg, seed=seed, dtype=np.float32)
@@ -91,6 +92,7 @@ def numpy_step_fn(cfg, B, seed=0, T=None, lora=None, team=1):
         return loss
 
     step.model, step.optimizer, step.batch = model, opt, (x, y)
+    step.close = threads.close
     return step
 
 
@@ -168,17 +170,21 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
     th_step = torch_step_fn(cfg, B) if vs_torch else None
     steppers = {"numpy": np_step, "team": team_step, "torch": th_step}
     steppers = {k: f for k, f in steppers.items() if f is not None}
-    for _ in range(2):  # warm up: first calls allocate, page in, build caches
-        for f in steppers.values():
-            f()
-    times = {k: [] for k in steppers}
-    for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
-        for k, f in steppers.items():
-            if len(steppers) > 1:
-                # the idle workers of the one before asleep first: PyTorch's, or OpenBLAS's,
-                # which would spin on the core a thread of the team needs
-                hand_over(threads, f)
-            times[k].append(seconds_per_call(f, steps))
+    try:
+        for _ in range(2):  # warm up: first calls allocate, page in, build caches
+            for f in steppers.values():
+                f()
+        times = {k: [] for k in steppers}
+        for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
+            for k, f in steppers.items():
+                if len(steppers) > 1:
+                    # the idle workers of the one before asleep first: PyTorch's, or
+                    # OpenBLAS's, which would spin on the core a thread of the team needs
+                    hand_over(threads, f)
+                times[k].append(seconds_per_call(f, steps))
+    finally:
+        if team_step:
+            team_step.close()  # its pool's threads end here, not with the process
     np_times, th_times = times["numpy"], times.get("torch", [])
     t = statistics.median(np_times)
     flops = step_flops(cfg, B)
