@@ -479,3 +479,9 @@ def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_tim
     log.clear()
     K._interleaved({"a": lambda: log.append("a")}, rounds=3)
     assert log == ["a"] * 4  # one thread: no pause, no untimed calls
+    log.clear()
+    # the step and fine-tuning benchmarks: `calls` calls a turn, timed together
+    times = machine.fair_turns({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
+                               rounds=2, calls=3)
+    assert log == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert len(times["a"]) == len(times["b"]) == 2

@@ -16,10 +16,9 @@ from ..models.gpt import GPTConfig, param_count
 from .machine import (
     blas_description,
     cpu_name,
-    hand_over,
+    fair_turns,
     limit_threads,
     matmul_peak,
-    seconds_per_call,
 )
 from .step import check_counts, numpy_step_fn, peak_memory, step_flops
 
@@ -100,12 +99,8 @@ def _time_finetune(cfg, B, T, rounds, steps, vs_torch, threads):
     # warm-up: first calls allocate, page in, build caches; the three first losses agree
     # (B = 0: LoRA starts as the plain model), a check that all three step the same model
     first_loss = {k: step() for k, step in variants.items()}
-    times = {k: [] for k in variants}
-    for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
-        for k, step in variants.items():
-            if vs_torch:
-                hand_over(threads, step)  # the other library's idle workers asleep first
-            times[k].append(seconds_per_call(step, steps))
+    # a pause before each turn only where PyTorch's idle workers and numpy's take turns
+    times = fair_turns(variants, rounds, steps, threads if vs_torch else 1)
     return times, first_loss, lora_params
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 import tracemalloc
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from .machine import (
     HANDOVER_SECONDS,
     blas_description,
     cpu_name,
-    hand_over,
+    fair_turns,
     limit_threads,
     memory_note,
 )
@@ -214,14 +213,7 @@ def _interleaved(fns, rounds, threads=1):
     before every timed one)."""
     for f in fns.values():
         f()
-    times = {n: [] for n in fns}
-    for _ in range(rounds):
-        for n, f in fns.items():
-            hand_over(threads, f)
-            t0 = time.perf_counter()
-            f()
-            times[n].append(time.perf_counter() - t0)
-    return times
+    return fair_turns(fns, rounds, threads=threads)
 
 
 def _ratio(a, b):

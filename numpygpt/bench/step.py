@@ -25,7 +25,7 @@ from ..models.gpt import GPT, GPTConfig
 from ..training.optim import AdamW, clip_grad_norm
 from ..training.threads import ThreadTeam
 from ..training.train import PRESETS
-from .machine import hand_over, limit_threads, matmul_peak, seconds_per_call
+from .machine import fair_turns, limit_threads, matmul_peak
 
 BENCH_CONFIGS = {  # name -> (preset, batch size)
     "baby": ("baby", 12),
@@ -174,14 +174,10 @@ def bench_training(name, rounds=7, steps=5, vs_torch=False, threads=None, peak=N
         for _ in range(2):  # warm up: first calls allocate, page in, build caches
             for f in steppers.values():
                 f()
-        times = {k: [] for k in steppers}
-        for _ in range(rounds):  # alternate, so drift in machine speed hits all alike
-            for k, f in steppers.items():
-                if len(steppers) > 1:
-                    # the idle workers of the one before asleep first: PyTorch's, or
-                    # OpenBLAS's, which would spin on the core a thread of the team needs
-                    hand_over(threads, f)
-                times[k].append(seconds_per_call(f, steps))
+        # with more than one thread, more than one contender: each turn waits for the idle
+        # workers of the one before (PyTorch's, or OpenBLAS's, which would spin on the core
+        # a thread of the team needs)
+        times = fair_turns(steppers, rounds, steps, threads)
     finally:
         if team_step:
             team_step.close()  # its pool's threads end here, not with the process
