@@ -485,3 +485,12 @@ def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_tim
                                rounds=2, calls=3)
     assert log == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert len(times["a"]) == len(times["b"]) == 2
+
+
+def test_thread_counts_read_as_english():
+    from numpygpt.bench import machine
+
+    assert machine.threads_text(1) == "1 thread" and machine.threads_text(2) == "2 threads"
+    limit_threads(1)
+    text = machine.blas_description()
+    assert "1 threads" not in text and ("1 thread" in text or text == "unknown")

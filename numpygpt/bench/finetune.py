@@ -19,6 +19,7 @@ from .machine import (
     fair_turns,
     limit_threads,
     matmul_peak,
+    threads_text,
 )
 from .step import check_counts, numpy_step_fn, peak_memory, step_flops
 
@@ -112,7 +113,7 @@ def format_finetune(r):
         f"vocab {c['vocab_size']}, block {c['block_size']} ({r['n_params'] / 1e6:.1f}M params, "
         f"random weights, float32), B={r['batch_size']} T={r['seq_len']}; one step = forward + "
         f"backward + clip + AdamW; {r['rounds']} rounds of {r['steps']} step(s), medians",
-        f"CPU: {r['cpu']}, {r['threads']} threads; BLAS: {r['blas']}"]
+        f"CPU: {r['cpu']}, {threads_text(r['threads'])}; BLAS: {r['blas']}"]
     names = {"full": "numpygpt full fine-tuning",
              "lora": f"numpygpt LoRA r={r['lora_rank']} alpha={r['lora_alpha']}",
              "torch": "PyTorch eager full"}

@@ -32,6 +32,7 @@ from .machine import (
     fair_turns,
     limit_threads,
     memory_note,
+    threads_text,
 )
 
 SHAPES = dict(B=16, T=256, C=384, nh=6, nkv=2, hidden=1024, V=65)  # GPT small; Llama alike
@@ -259,7 +260,7 @@ def format_kernels(r):
              f"T={s['T']} C={s['C']} nh={s['nh']} (GQA nkv={s['nkv']}, SwiGLU hidden "
              f"{s['hidden']}, V={s['V']}); medians of {r['rounds']} interleaved rounds",
              f"CPU: {r['cpu']}; BLAS: {r['blas']}"
-             + (f"; PyTorch {r['torch_version']}, {r['torch_threads']} threads" if vs else "")
+             + (f"; PyTorch {r['torch_version']}, {threads_text(r['torch_threads'])}" if vs else "")
              + (f"; {memory_note(r['freed_memory_kept'])}" if "freed_memory_kept" in r else ""),
              f"ours = the '{r['kernels']}' kernel table (NUMPYGPT_KERNELS); flash rows: "
              "kernels/flash.py"

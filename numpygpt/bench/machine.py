@@ -28,13 +28,19 @@ def cpu_name():
     return platform.processor() or platform.machine() or "unknown"
 
 
+def threads_text(n):
+    """"1 thread", "2 threads": the count as the tables print it."""
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def blas_description():
     """Which BLAS numpy runs, with which kernel and threads (e.g. "openblas SkylakeX, 2
     threads"): the kernel decides the matmul peak, so every figure depends on it."""
     from threadpoolctl import threadpool_info
 
     libs = [f"{i['internal_api']} {i.get('architecture') or ''}".strip()
-            + f", {i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
+            + f", {threads_text(i['num_threads'])}"
+            for i in threadpool_info() if i["user_api"] == "blas"]
     kernel = os.environ.get("OPENBLAS_CORETYPE")
     note = f" (OPENBLAS_CORETYPE={kernel} forces that kernel)" if kernel else ""
     return "; ".join(libs) + note if libs else "unknown"

@@ -23,7 +23,14 @@ import time
 
 from ..kernels import ops
 from ..training.optim import clip_grad_norm
-from .machine import blas_description, cpu_name, limit_threads, matmul_peak, seconds_per_call
+from .machine import (
+    blas_description,
+    cpu_name,
+    limit_threads,
+    matmul_peak,
+    seconds_per_call,
+    threads_text,
+)
 from .step import BENCH_CONFIGS, check_counts, model_config, numpy_step_fn
 
 PROFILED_LAYERS = {  # kind (ops.<kind>_forward / _backward) -> row of the table
@@ -279,7 +286,7 @@ def format_profile(r, torch_res=None):
         f"where one training step's time goes: {r['config']} ({c['n_layer']} layers, "
         f"{c['n_head']} heads, n_embd {c['n_embd']}, dropout {c['dropout']}), "
         f"B={r['batch_size']} T={r['seq_len']}; median of {r['steps']} profiled steps",
-        f"CPU: {r['cpu']}, {r['threads']} threads; BLAS: {r['blas']}; float32 GEMM peak "
+        f"CPU: {r['cpu']}, {threads_text(r['threads'])}; BLAS: {r['blas']}; float32 GEMM peak "
         f"{r['peak_gflops']:.0f} GFLOP/s (the best of 2048 x 2048 products: shapes that suit "
         "the kernel better can beat it)",
         "",
