@@ -263,9 +263,12 @@ def test_attention_float32_stays_float32(core):
     assert core.attention_core_backward(np.ones_like(y), cache).dtype == np.float32
 
 
+@pytest.mark.parametrize("block", [fast.BLOCK, 1000], ids=lambda b: f"block{b}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_gelu_gives_the_plain_layers_bits(dtype):
-    x = (np.random.default_rng(1).standard_normal((3, 70_000)) * 4).astype(dtype)  # 3+ blocks
+def test_fast_gelu_gives_the_plain_layers_bits(dtype, block, monkeypatch):
+    monkeypatch.setattr(fast, "BLOCK", block)
+    # 210k elements: one block, cut short, with the default; 210 blocks of 1000
+    x = (np.random.default_rng(1).standard_normal((3, 70_000)) * 4).astype(dtype)
     x[0, :3] = [-100.0, 0.0, 100.0]  # exp overflows harmlessly at the far left
     out_f, cache_f = fast.gelu_forward(x)
     out_p, cache_p = L.gelu_forward(x)
@@ -283,7 +286,7 @@ def test_fast_gelu_gives_the_plain_layers_bits(dtype):
 # --- layer norm -----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=[1 << 16, 8, 100], ids=lambda b: f"block{b}")
+@pytest.fixture(params=[norms.BLOCK, 8, 100], ids=lambda b: f"block{b}")
 def norm_block(request, monkeypatch):
     """Elements per block of rows: the default (one block here), one row per block (C > 8),
     and blocks of a few rows, the last one short."""

@@ -3,7 +3,7 @@
 The plain layer makes about eight passes over (B, T, C) arrays that do not fit in the cache
 (3 MB each at the small config): each pass streams the whole array from memory and back, and
 the time goes into that traffic, not the arithmetic. Here every pass runs on one block of
-rows at a time, small enough to stay in the core's cache, and the reductions are matrix
+rows at a time, small enough to stay in the cache, and the reductions are matrix
 products (BLAS reads a block once, and is faster at a row sum than ufunc.reduce):
 
 - forward: per block, mean = x @ 1 / C, then xc = x - mean and var = rowsum(xc * xc) / C
@@ -24,7 +24,12 @@ import numpy as np
 
 from ..layers.layernorm import EPS, LayerNormCache
 
-BLOCK = 1 << 16  # elements per block of rows (256 kB of float32 per array)
+# Elements per block of rows (1 MB of float32 per array). On the 2-core AMD EPYC, one thread
+# took the same time with blocks of 256 kB to 1 MB (small: 2.91 and 2.92 ms forward + backward),
+# but two threads sharing the batch (`train --threads 2`, training/threads.py) ran their halves
+# in 1.89 ms with 1 MB blocks against 2.91 with 256 kB: every NumPy call lets go of the GIL and
+# takes it back, and fewer, longer calls leave the threads less to wait on each other for.
+BLOCK = 1 << 18
 # Threads the rows are split over: ufuncs and BLAS release the GIL, so two threads run two
 # halves of the rows at once. 1 = no pool (see docs/performance.md for when it pays).
 THREADS = int(os.environ.get("NUMPYGPT_NORM_THREADS", "1"))
