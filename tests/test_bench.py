@@ -471,14 +471,22 @@ def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_tim
     assert machine.HANDOVER_SECONDS >= 0.2  # OpenBLAS's workers spin about 0.1 s
     log.clear()
     times = K._interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
-                           rounds=2, threads=2)
+                           rounds=2, threads=2, turn=0)
     pause = ("sleep", machine.HANDOVER_SECONDS)
-    # one warm-up call each, then every timed call after a pause and an untimed call
+    # one warm-up call each, then every turn (one call: turn=0) after a pause and an untimed
+    # call
     assert log == ["a", "b"] + [pause, "a", "a", pause, "b", "b"] * 2
     assert len(times["a"]) == len(times["b"]) == 2
     log.clear()
-    K._interleaved({"a": lambda: log.append("a")}, rounds=3)
+    K._interleaved({"a": lambda: log.append("a")}, rounds=3, turn=0)
     assert log == ["a"] * 4  # one thread: no pause, no untimed calls
+    log.clear()
+    # a short kernel fills its turn with calls in a row: its inputs warm, as in a step
+    times = K._interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
+                           rounds=2, turn=1e-3)
+    assert log[:2] == ["a", "b"] and log.count("a") > 1 + 2 and log.count("b") > 1 + 2
+    first_turn = log[2:log.index("b", 2)]
+    assert set(first_turn) == {"a"} and len(first_turn) > 1
     log.clear()
     # the step and fine-tuning benchmarks: `calls` calls a turn, timed together
     times = machine.fair_turns({"a": lambda: log.append("a"), "b": lambda: log.append("b")},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 import tracemalloc
 from dataclasses import dataclass
 
@@ -208,13 +209,26 @@ def _threads(threads, vs_torch):
     return (threads or os.cpu_count()) if vs_torch else 1
 
 
-def _interleaved(fns, rounds, threads=1):
-    """{name: [seconds per round]}: each round calls every fn once, in turn, after one warm-up
-    call each (with more than one thread, machine.hand_over's pause and an untimed call come
-    before every timed one)."""
-    for f in fns.values():
+# A contender's turn lasts at least this long: a short kernel (layer norm, cross-entropy, the
+# embedding: a fraction of a millisecond) runs several times in a row, and each call but the
+# first finds its inputs in the cache, as it does in a step, where the layer before has just
+# written them. One call per turn measured every contender with cold inputs (the other two had
+# run in between): PyTorch's fused layer norm took 1.3-1.9 ms that way and 0.88 ms back to back
+# on the 2-core AMD EPYC, numpygpt's 3.0-4.8 and 2.9 ms.
+TURN_SECONDS = 0.02
+
+
+def _interleaved(fns, rounds, threads=1, turn=TURN_SECONDS):
+    """{name: [seconds per call, one per round]}: after one warm-up call each, each round
+    times every fn in turn over as many calls in a row as fill `turn` seconds (at least one;
+    the warm-up call's time decides how many). With more than one thread, machine.hand_over's
+    pause and an untimed call come before every turn."""
+    calls = {}
+    for name, f in fns.items():
+        t0 = time.perf_counter()
         f()
-    return fair_turns(fns, rounds, threads=threads)
+        calls[name] = max(1, int(turn / max(time.perf_counter() - t0, 1e-9)))
+    return fair_turns(fns, rounds, calls, threads)
 
 
 def _ratio(a, b):
@@ -242,8 +256,8 @@ def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=Non
             row["ours_vs_torch"] = _ratio(t["ours"], t["torch"])
             row["plain_vs_torch"] = _ratio(t["plain"], t["torch"])
         rows.append(row)
-    res = {"shapes": shapes, "rounds": rounds, "kernels": which_kernels(), "cpu": cpu_name(),
-           "blas": blas_description(), "rows": rows,
+    res = {"shapes": shapes, "rounds": rounds, "turn_s": TURN_SECONDS,
+           "kernels": which_kernels(), "cpu": cpu_name(), "blas": blas_description(), "rows": rows,
            "handover_s": HANDOVER_SECONDS if n_threads > 1 else 0.0}
     if vs_torch:
         import torch
@@ -258,7 +272,8 @@ def format_kernels(r):
     vs = "torch_version" in r
     lines = [f"kernels, forward + backward each (AdamW: one update), float32, B={s['B']} "
              f"T={s['T']} C={s['C']} nh={s['nh']} (GQA nkv={s['nkv']}, SwiGLU hidden "
-             f"{s['hidden']}, V={s['V']}); medians of {r['rounds']} interleaved rounds",
+             f"{s['hidden']}, V={s['V']}); medians of {r['rounds']} interleaved rounds, each "
+             f"turn {1e3 * r['turn_s']:g} ms or more of calls in a row (inputs warm, as in a step)",
              f"CPU: {r['cpu']}; BLAS: {r['blas']}"
              + (f"; PyTorch {r['torch_version']}, {threads_text(r['torch_threads'])}" if vs else "")
              + (f"; {memory_note(r['freed_memory_kept'])}" if "freed_memory_kept" in r else ""),

@@ -107,13 +107,14 @@ def seconds_per_call(step, n):
 
 def fair_turns(contenders, rounds, calls=1, threads=1):
     """{name: [seconds per call, one per round]} of contenders {name: fn}, timed in turns:
-    every round times each fn over `calls` calls in a row, so that drift in the machine's
-    speed hits all alike. With threads > 1 each turn starts with hand_over (a pause and an
-    untimed call); give threads=1 where no other library's workers can be spinning. The
-    caller warms the contenders up first."""
+    every round times each fn over `calls` calls in a row (an int, or {name: int}), so that
+    drift in the machine's speed hits all alike. With threads > 1 each turn starts with
+    hand_over (a pause and an untimed call); give threads=1 where no other library's workers
+    can be spinning. The caller warms the contenders up first."""
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             hand_over(threads, fn)
-            times[name].append(seconds_per_call(fn, calls))
+            n = calls[name] if isinstance(calls, dict) else calls
+            times[name].append(seconds_per_call(fn, n))
     return times
