@@ -7,10 +7,12 @@
 Two forms that compute the same numbers (to float rounding):
 - `gelu_reference_forward` / `gelu_reference_backward`: the formulas above, line by line.
   Read this one first.
-- `gelu_forward` / `gelu_backward`: the layer the models use. Because
-  0.5 (1 + tanh(u)) = sigmoid(2u), it computes gelu(x) = x * s with s = sigmoid(2u): one exp
-  instead of a tanh (faster), and the derivative reuses s:
+- `gelu_forward` / `gelu_backward`: the layer the models use. It writes gelu(x) = x * s with
+  s = 0.5 (1 + tanh(u)) = sigmoid(2u), keeps s, and the derivative reuses it:
       gelu'(x) = s + x * 2 s (1 - s) * du/dx = s (1 + x (1 - s) 2 du/dx)
+  s comes from np.tanh, not from 1 / (1 + exp(-2u)): NumPy's float32 tanh is cheaper than an
+  exp and the division after it (393k elements on a 2-core AMD EPYC: tanh 63 us; exp 113 us,
+  then 61 us for the reciprocal).
 Its fast twin (numpygpt/kernels/fast.py) runs the same operations in place, one cache-sized
 block at a time, and gives the same bits.
 
@@ -42,12 +44,9 @@ def gelu_reference_backward(dout, cache):
 
 def gelu_forward(x):
     """Inputs: x of any shape. Returns (out, cache): out = gelu(x), same shape and dtype;
-    the cache is (x, s) with s = sigmoid(2u)."""
-    two_u = (x * x * (2 * _K * _A) + 2 * _K) * x  # 2u = 2K (x + A x^3), products, no power
-    # For very negative u, exp(-2u) overflows to inf and 1 / (1 + inf) = 0, the right limit:
-    # the overflow is harmless, so we silence its warning.
-    with np.errstate(over="ignore"):
-        s = 1.0 / (np.exp(-two_u) + 1.0)  # sigmoid(2u)
+    the cache is (x, s) with s = 0.5 (1 + tanh(u)) = sigmoid(2u)."""
+    u = (x * x * (_K * _A) + _K) * x  # u = K (x + A x^3), products, no power
+    s = np.tanh(u) * 0.5 + 0.5  # sigmoid(2u)
     return x * s, (x, s)
 
 
