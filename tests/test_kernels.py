@@ -269,18 +269,49 @@ def test_fast_gelu_gives_the_plain_layers_bits(dtype, block, monkeypatch):
     monkeypatch.setattr(fast, "BLOCK", block)
     # 210k elements: one block, cut short, with the default; 210 blocks of 1000
     x = (np.random.default_rng(1).standard_normal((3, 70_000)) * 4).astype(dtype)
-    x[0, :3] = [-100.0, 0.0, 100.0]  # exp overflows harmlessly at the far left
+    x[0, :3] = [-100.0, 0.0, 100.0]  # tanh saturates: s is 0 and 1 exactly at the far ends
     out_f, cache_f = fast.gelu_forward(x)
     out_p, cache_p = L.gelu_forward(x)
     np.testing.assert_array_equal(out_f, out_p)
+    assert out_p[0, 0] == 0 and out_p[0, 2] == 100
     dout = np.random.default_rng(2).standard_normal(x.shape).astype(dtype)
     np.testing.assert_array_equal(fast.gelu_backward(dout, cache_f),
                                   L.gelu_backward(dout, cache_p))
     assert out_f.dtype == dtype
-    # and the sigmoid form is the tanh formula (gelu_reference), to rounding
+    # and the layer's x * s is the tanh formula written out (gelu_reference), to rounding
     ref, _ = L.gelu_reference_forward(x.astype(np.float64))
     tol = 1e-13 if dtype == np.float64 else 1e-5
     assert np.max(np.abs(out_p - ref)) <= tol * max(1.0, np.abs(ref).max())
+
+
+# --- AdamW -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_adamw_in_blocks_gives_the_bits_of_one_piece(dtype, monkeypatch):
+    # a tensor above ADAMW_WHOLE goes in blocks of ADAMW_BLOCK (here 17 of 64, the last one
+    # short): over three steps, with and without weight decay, the same bits as one piece; a
+    # parameter that is a view in another layout is updated in place, in one piece
+    shape = (37, 29)  # 1073 elements
+    p0 = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    runs = []
+    for whole, block, layout in ((10**9, 10**9, "C"), (100, 64, "C"), (100, 64, "F")):
+        monkeypatch.setattr(fast, "ADAMW_WHOLE", whole)
+        monkeypatch.setattr(fast, "ADAMW_BLOCK", block)
+        p = p0.copy() if layout == "C" else p0.T.copy().T  # "F": a transposed view
+        assert p.flags.c_contiguous == (layout == "C")
+        m, v = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        g_rng = np.random.default_rng(6)
+        for t in range(1, 4):
+            g = g_rng.standard_normal(shape).astype(dtype)
+            fast.adamw_update(p, g, m, v, t, 1e-2, (0.9, 0.95), 1e-8, 0.1 * (t != 2),
+                              np.empty_like(p))
+        runs.append((p, m, v))
+    assert not np.array_equal(runs[0][0], p0)  # it moved
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run, strict=True):
+            np.testing.assert_array_equal(a, b)
+            assert b.dtype == dtype
 
 
 # --- layer norm -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
 - gelu_forward / gelu_backward (twin: layers/gelu.py): the same chain of operations, in
   place, one cache-sized block at a time.
 - adamw_update (twin: layers/adamw.py): the same update, in place in one scratch buffer, no
-  temporaries.
+  temporaries, a large tensor in cache-sized blocks.
 - softmax_cross_entropy_forward / _backward (twin: layers/loss.py): the same softmax with
   fewer passes (the row sums a product with ones, the backward's copy and scaling one pass).
 - embedding_forward (twin: layers/embedding.py): the lookup with np.take.
@@ -262,12 +262,13 @@ def gqa_attention_backward(dout, cache):
 BLOCK = 1 << 18  # elements per block
 
 
-def _in_blocks(chain, *arrays):
-    """chain(*blocks) for consecutive blocks of BLOCK elements of the same-shaped,
-    C-contiguous arrays (the chain writes its result into the last ones)."""
+def _in_blocks(chain, *arrays, block=None):
+    """chain(*blocks) for consecutive blocks of `block` (default BLOCK) elements of the
+    same-shaped, C-contiguous arrays (the chain writes its result into the last ones)."""
+    block = block or BLOCK
     flat = [a.reshape(-1) for a in arrays]  # views of the same memory
-    for start in range(0, flat[0].size, BLOCK):
-        chain(*(f[start:start + BLOCK] for f in flat))
+    for start in range(0, flat[0].size, block):
+        chain(*(f[start:start + block] for f in flat))
 
 
 def _gelu_forward_block(x, s, out):
@@ -315,28 +316,56 @@ def gelu_backward(dout, cache):
 # --- AdamW ---------------------------------------------------------------------------------
 
 
+# Each line of the update is one pass over the tensor's arrays, thirteen in all. At the small
+# config a (C, 4C) weight's p, g, m, v and scratch are 2.4 MB each, and the model's are 35 MB
+# together, more than the caches hold: every pass would stream them from memory and back. In
+# blocks of ADAMW_BLOCK elements (128 kB per array: the five fit in a 1 MB L2 together) the
+# passes after the first find them in the cache. Measured on the 2-core AMD EPYC, one thread,
+# the weights and biases of a block in turn, medians of 41 interleaved runs (two runs): at
+# C = 384, 2.62-2.63 ms against 2.84-2.93 in whole-tensor passes (0.90-0.92x); at C = 768,
+# 10.5-10.8 against 12.4-12.9 (0.84-0.85x). A tensor of up to ADAMW_WHOLE elements goes in
+# one piece: at C = 128 (the baby config, whose whole optimizer state fits in the L3 cache)
+# blocks took 1.13x the time. The same operations on every element, in the same order: the
+# same bits.
+ADAMW_BLOCK = 1 << 15
+ADAMW_WHOLE = 1 << 17
+
+
 def adamw_update(p, g, m, v, t, lr, betas, eps, weight_decay, scratch=None):
-    """layers.adamw_update's numbers, every operation in place: a GPT's optimizer touches
-    every parameter each step, and temporaries the size of the model cost as much time as
-    the maths. scratch: a buffer like p to compute in (a new one if None)."""
+    """layers.adamw_update's numbers, every operation in place, in cache-sized blocks: a GPT's
+    optimizer touches every parameter each step, and temporaries the size of the model cost
+    as much time as the maths. scratch: a buffer like p to compute in (a new one if None)."""
     b1, b2 = betas
     cast = p.dtype.type  # scalars in the parameter's dtype: float32 stays float32
     tmp = np.empty_like(p) if scratch is None else scratch
-    if weight_decay and decays(p):
-        p *= cast(1 - lr * weight_decay)
-    m *= cast(b1)  # m = b1 m + (1 - b1) g
-    np.multiply(g, cast(1 - b1), out=tmp)
-    m += tmp
-    v *= cast(b2)  # v = b2 v + (1 - b2) g^2
-    np.multiply(g, g, out=tmp)
-    tmp *= cast(1 - b2)
-    v += tmp
-    np.sqrt(v, out=tmp)  # denominator sqrt(v / bc2) + eps
-    tmp *= cast(1 / math.sqrt(1 - b2**t))
-    tmp += cast(eps)
-    np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
-    tmp *= cast(lr / (1 - b1**t))
-    p -= tmp
+    keep = cast(1 - lr * weight_decay) if weight_decay and decays(p) else None
+    c1, c1g, c2, c2g = cast(b1), cast(1 - b1), cast(b2), cast(1 - b2)
+    bc2, eps_, step = cast(1 / math.sqrt(1 - b2**t)), cast(eps), cast(lr / (1 - b1**t))
+
+    def update(p, g, m, v, tmp):  # on one block, or the whole tensor
+        if keep is not None:
+            p *= keep  # decoupled weight decay
+        m *= c1  # m = b1 m + (1 - b1) g
+        np.multiply(g, c1g, out=tmp)
+        m += tmp
+        v *= c2  # v = b2 v + (1 - b2) g^2
+        np.multiply(g, g, out=tmp)
+        tmp *= c2g
+        v += tmp
+        np.sqrt(v, out=tmp)  # denominator sqrt(v / bc2) + eps
+        tmp *= bc2
+        tmp += eps_
+        np.divide(m, tmp, out=tmp)  # p -= lr / bc1 * m / denominator
+        tmp *= step
+        p -= tmp
+
+    arrays = (p, g, m, v, tmp)
+    # a small tensor in one piece; a view in another layout too: flattening it would copy it,
+    # and the update would be lost
+    if p.size <= ADAMW_WHOLE or not all(a.flags.c_contiguous for a in arrays):
+        update(*arrays)
+    else:
+        _in_blocks(update, *arrays, block=ADAMW_BLOCK)
 
 
 # --- softmax cross-entropy ----------------------------------------------------------------
