@@ -317,13 +317,14 @@ def gelu_backward(dout, cache):
 
 
 # Each line of the update is one pass over the tensor's arrays, thirteen in all. At the small
-# config a (C, 4C) weight's p, g, m, v and scratch are 2.4 MB each, and the model's are 35 MB
-# together, more than the caches hold: every pass would stream them from memory and back. In
+# config a (C, 4C) weight's p, g, m, v and scratch are 2.4 MB each, a block's four weights'
+# 35 MB together, more than the caches hold: every pass would stream them from memory. In
 # blocks of ADAMW_BLOCK elements (128 kB per array: the five fit in a 1 MB L2 together) the
 # passes after the first find them in the cache. Measured on the 2-core AMD EPYC, one thread,
-# the weights and biases of a block in turn, medians of 41 interleaved runs (two runs): at
-# C = 384, 2.62-2.63 ms against 2.84-2.93 in whole-tensor passes (0.90-0.92x); at C = 768,
-# 10.5-10.8 against 12.4-12.9 (0.84-0.85x). A tensor of up to ADAMW_WHOLE elements goes in
+# the weights and biases of a block in turn, medians of 41 interleaved runs: at C = 768,
+# 10.5-11.5 ms against 12.4-13.4 in whole-tensor passes (0.84-0.86x, five runs); at C = 384,
+# 0.90-0.96x (2.62-2.90 against 2.84-3.01 ms, four runs), and 0.98-0.99x for bench --kernels'
+# mix of one (C, 4C) and eight (C, C) weights. A tensor of up to ADAMW_WHOLE elements goes in
 # one piece: at C = 128 (the baby config, whose whole optimizer state fits in the L3 cache)
 # blocks took 1.13x the time. The same operations on every element, in the same order: the
 # same bits.
