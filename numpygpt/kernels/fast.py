@@ -414,8 +414,14 @@ def softmax_cross_entropy_backward(dloss, cache):
     probs, yv, valid, n_valid, shape = cache
     if n_valid == 0:
         return np.zeros(shape, dtype=probs.dtype)
-    scale = (valid * (dloss / n_valid)).astype(probs.dtype)  # (N,) 0 on ignored rows
-    dz = np.multiply(probs, scale[:, None])  # (N, V), a new array
+    if n_valid == len(yv):  # no row ignored: one scale for all, the same numbers
+        # (a (N, 1) column broadcast over rows of V = 65 runs one short loop per row: 48 us
+        # against 20 for a scalar at N = 4096, on the 2-core AMD EPYC)
+        scale = probs.dtype.type(dloss / n_valid)
+        dz = np.multiply(probs, scale)  # (N, V), a new array
+    else:
+        scale = (valid * (dloss / n_valid)).astype(probs.dtype)  # (N,) 0 on ignored rows
+        dz = np.multiply(probs, scale[:, None])  # (N, V), a new array
     dz[np.arange(len(yv)), yv] -= scale
     return dz.reshape(shape)
 
