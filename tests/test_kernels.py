@@ -263,25 +263,50 @@ def test_attention_float32_stays_float32(core):
     assert core.attention_core_backward(np.ones_like(y), cache).dtype == np.float32
 
 
+@pytest.mark.parametrize("by_tanh", [True, False], ids=["tanh", "exp"])
 @pytest.mark.parametrize("block", [fast.BLOCK, 1000], ids=lambda b: f"block{b}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_gelu_gives_the_plain_layers_bits(dtype, block, monkeypatch):
+def test_fast_gelu_gives_the_plain_layers_numbers(dtype, block, by_tanh, monkeypatch):
+    # the forward's s by the tanh (the plain layer's operations: its bits) or by the exp (the
+    # same s to rounding); the backward, from the same cache, the plain layer's bits
     monkeypatch.setattr(fast, "BLOCK", block)
+    monkeypatch.setattr(fast, "GELU_BY_TANH", by_tanh)
     # 210k elements: one block, cut short, with the default; 210 blocks of 1000
     x = (np.random.default_rng(1).standard_normal((3, 70_000)) * 4).astype(dtype)
-    x[0, :3] = [-100.0, 0.0, 100.0]  # tanh saturates: s is 0 and 1 exactly at the far ends
+    x[0, :3] = [-100.0, 0.0, 100.0]  # s is 0 and 1 exactly at the far ends (exp overflows)
     out_f, cache_f = fast.gelu_forward(x)
     out_p, cache_p = L.gelu_forward(x)
-    np.testing.assert_array_equal(out_f, out_p)
-    assert out_p[0, 0] == 0 and out_p[0, 2] == 100
+    if by_tanh:
+        np.testing.assert_array_equal(out_f, out_p)
+    else:  # s within a few units of float rounding of 1; out the same, scaled by |x|
+        eps = np.finfo(dtype).eps
+        assert np.max(np.abs(cache_f[1] - cache_p[1])) <= 4 * eps
+        assert np.max(np.abs(out_f - out_p) / np.maximum(1.0, np.abs(x))) <= 4 * eps
+    assert out_f[0, 0] == 0 and out_f[0, 2] == 100
     dout = np.random.default_rng(2).standard_normal(x.shape).astype(dtype)
     np.testing.assert_array_equal(fast.gelu_backward(dout, cache_f),
-                                  L.gelu_backward(dout, cache_p))
+                                  L.gelu_backward(dout, cache_f))
     assert out_f.dtype == dtype
     # and the layer's x * s is the tanh formula written out (gelu_reference), to rounding
     ref, _ = L.gelu_reference_forward(x.astype(np.float64))
     tol = 1e-13 if dtype == np.float64 else 1e-5
     assert np.max(np.abs(out_p - ref)) <= tol * max(1.0, np.abs(ref).max())
+
+
+def test_gelu_by_tanh_follows_numpys_tanh_loop(monkeypatch):
+    """The forward takes the tanh where NumPy runs float32 tanh in an AVX-512 loop, the exp
+    where it cannot tell or runs another loop."""
+    import numpy.lib.introspect as introspect
+
+    def answer(target):
+        return lambda **kw: {"tanh": {"ff": {"current": target, "available": target}}}
+
+    for target, by_tanh in (("X86_V4", True), ("AVX512_SKX", True), ("X86_V3", False),
+                            ("AVX2", False), ("ASIMD", False), ("baseline(X86_V2)", False)):
+        monkeypatch.setattr(introspect, "opt_func_info", answer(target))
+        assert fast._tanh_runs_avx512() is by_tanh, target
+    monkeypatch.setattr(introspect, "opt_func_info", lambda **kw: {})  # tanh not listed
+    assert fast._tanh_runs_avx512() is False
 
 
 # --- AdamW -----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ between them in one place: `NUMPYGPT_KERNELS=plain` runs every model on the plai
   layer's heads): the g query heads of a group share their key/value head through a
   broadcast, and dk, dv sum over the group.
 - gelu_forward / gelu_backward (twin: layers/gelu.py): the same chain of operations, in
-  place, one cache-sized block at a time.
+  place, one cache-sized block at a time (the forward's sigmoid by an exp where NumPy's tanh
+  is the slower of the two).
 - adamw_update (twin: layers/adamw.py): the same update, in place in one scratch buffer, no
   temporaries, a large tensor in cache-sized blocks.
 - softmax_cross_entropy_forward / _backward (twin: layers/loss.py): the same softmax with
@@ -252,8 +253,8 @@ def gqa_attention_backward(dout, cache):
 # in the cache between passes. Every element sees the same operations in the same
 # order as in one pass over the whole array: the result is bit-identical. (Measured on a
 # 2-core AMD EPYC at (16, 256, 1536) float32: the backward about 1.5x faster, the forward,
-# whose exp was arithmetic-bound, less; its tanh, which replaced the exp and a reciprocal,
-# took it from 6.6 to 4.7 ms. Threads over the blocks did not pay there.) A block is
+# whose exp is arithmetic-bound, less; by the tanh where NumPy runs it in AVX-512 (below),
+# 4.7 ms against 6.6. Threads over the blocks did not pay there.) A block is
 # 1 MB of float32 per array: one thread takes the same time as with 256 kB (12.2 against
 # 12.3 ms forward + backward at that shape), and threads sharing the batch (`train
 # --threads 2`) wait less on each other for the GIL, which every NumPy call lets go of and
@@ -271,8 +272,33 @@ def _in_blocks(chain, *arrays, block=None):
         chain(*(f[start:start + block] for f in flat))
 
 
-def _gelu_forward_block(x, s, out):
-    """On one block: s = 0.5 (1 + tanh(u)) = sigmoid(2u), out = x * s."""
+# s = sigmoid(2u) two ways, the same number to float rounding: 0.5 (1 + tanh(u)), the plain
+# layer's operations, or 1 / (1 + exp(-2u)). Which is quicker depends on the SIMD loops NumPy
+# runs on the CPU. Measured on the 2-core AMD EPYC, 393k float32 elements per call: with its
+# AVX-512 loops tanh took 63 us, exp 113 and the reciprocal after it 61 (the fast forward by
+# tanh: 0.63-0.70x the time of the one by exp); with those loops switched off
+# (NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR": NumPy's AVX2 loops) tanh took
+# 374 us against exp's 216 (by tanh: 1.13-1.14x). So the forward takes the tanh where NumPy's
+# tanh runs an AVX-512 loop, the exp elsewhere (other CPUs were not measured: the exp was the
+# form before the tanh was).
+
+
+def _tanh_runs_avx512():
+    """True when this NumPy runs float32 tanh with an AVX-512 loop (numpy.lib.introspect)."""
+    try:
+        from numpy.lib.introspect import opt_func_info
+        target = opt_func_info(func_name="^tanh$", signature="float32")["tanh"]["ff"]["current"]
+    except (ImportError, KeyError, TypeError):  # a NumPy without the introspection
+        return False
+    return "AVX512" in target or target == "X86_V4"  # NumPy 2.0-2.2 names, and 2.3's on
+
+
+GELU_BY_TANH = _tanh_runs_avx512()
+
+
+def _gelu_forward_block_tanh(x, s, out):
+    """On one block: s = 0.5 (1 + tanh(u)) = sigmoid(2u), out = x * s (the plain layer's
+    operations: the same bits)."""
     scalar = x.dtype.type  # the constants below in x's dtype, rounded once
     np.multiply(x, x, out=s)  # s becomes sigmoid(2u) step by step
     s *= scalar(_K * _A)
@@ -281,6 +307,22 @@ def _gelu_forward_block(x, s, out):
     np.tanh(s, out=s)
     s *= scalar(0.5)
     s += scalar(0.5)
+    np.multiply(x, s, out=out)
+
+
+def _gelu_forward_block_exp(x, s, out):
+    """On one block: s = 1 / (1 + exp(-2u)) = sigmoid(2u), out = x * s."""
+    scalar = x.dtype.type
+    np.multiply(x, x, out=s)
+    s *= scalar(-2 * _K * _A)
+    s += scalar(-2 * _K)
+    s *= x  # -2u = -2K (x + A x^3)
+    # For very negative u, exp(-2u) overflows to inf and 1 / (1 + inf) = 0, the right limit:
+    # the overflow is harmless, so it is silenced.
+    with np.errstate(over="ignore"):
+        np.exp(s, out=s)
+    s += scalar(1.0)
+    np.reciprocal(s, out=s)
     np.multiply(x, s, out=out)
 
 
@@ -298,10 +340,11 @@ def _gelu_backward_block(x, s, dout, g):
 
 
 def gelu_forward(x):
-    """layers.gelu_forward, bit for bit: out = x * s, cache (x, s), s = sigmoid(2u)."""
+    """layers.gelu_forward's numbers: out = x * s, cache (x, s), s = sigmoid(2u); bit for bit
+    where s comes from the tanh (GELU_BY_TANH), to float rounding from the exp."""
     x = np.ascontiguousarray(x)
     s, out = np.empty_like(x), np.empty_like(x)
-    _in_blocks(_gelu_forward_block, x, s, out)
+    _in_blocks(_gelu_forward_block_tanh if GELU_BY_TANH else _gelu_forward_block_exp, x, s, out)
     return out, (x, s)
 
 
