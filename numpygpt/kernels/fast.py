@@ -290,7 +290,7 @@ def _tanh_runs_avx512():
         target = opt_func_info(func_name="^tanh$", signature="float32")["tanh"]["ff"]["current"]
     except (ImportError, KeyError, TypeError):  # a NumPy without the introspection
         return False
-    return "AVX512" in target or target == "X86_V4"  # NumPy 2.0-2.2 names, and 2.3's on
+    return "AVX512" in target or target == "X86_V4"  # older NumPy: AVX512_SKX; newer: X86_V4
 
 
 GELU_BY_TANH = _tanh_runs_avx512()
