@@ -278,6 +278,7 @@ def test_fast_gelu_gives_the_plain_layers_numbers(dtype, block, by_tanh, monkeyp
     out_p, cache_p = L.gelu_forward(x)
     if by_tanh:
         np.testing.assert_array_equal(out_f, out_p)
+        np.testing.assert_array_equal(cache_f[1], cache_p[1])  # s, which backward reads
     else:  # s within a few units of float rounding of 1; out the same, scaled by |x|
         eps = np.finfo(dtype).eps
         assert np.max(np.abs(cache_f[1] - cache_p[1])) <= 4 * eps
