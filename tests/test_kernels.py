@@ -340,6 +340,23 @@ def test_fast_adamw_in_blocks_gives_the_bits_of_one_piece(dtype, monkeypatch):
             assert b.dtype == dtype
 
 
+def test_fast_adamw_with_lr_zero_moves_m_and_v_not_p():
+    # the fast update folds lr into the denominator's constants (it divides by the step
+    # size), so a schedule that ends at lr = 0 takes its own path: the plain layer's result
+    rng = np.random.default_rng(7)
+    p = rng.standard_normal((300, 500)).astype(np.float32)  # above ADAMW_WHOLE: in blocks
+    g = rng.standard_normal(p.shape).astype(np.float32)
+    fast_state = [p.copy(), np.full_like(p, 0.1), np.full_like(p, 0.2)]
+    g[0], fast_state[2][0] = 0.0, 0.0  # a row never used so far (an embedding's): v stays 0
+    plain_state = [a.copy() for a in fast_state]
+    fast.adamw_update(*fast_state[:1], g, *fast_state[1:], 4, 0.0, (0.9, 0.99), 1e-8, 0.1)
+    L.adamw_update(*plain_state[:1], g, *plain_state[1:], 4, 0.0, (0.9, 0.99), 1e-8, 0.1)
+    np.testing.assert_array_equal(fast_state[0], p)  # not moved, not decayed
+    for a, b in zip(fast_state, plain_state, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # v: g g (1 - b2) against (1 - b2) g g
+    assert not np.array_equal(fast_state[1], np.full_like(p, 0.1))  # m moved
+
+
 # --- layer norm -----------------------------------------------------------------------------
 
 
