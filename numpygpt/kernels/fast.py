@@ -372,8 +372,8 @@ def gelu_backward(dout, cache):
 # one piece: at C = 128 (the baby config, whose whole optimizer state fits in the L3 cache)
 # blocks took 1.13x the time. The same operations on every element, in the same order: the
 # same bits. Folding the step size into the denominator's constants (one pass fewer) took
-# 0.96-0.97x the time at C = 384 and 768 and 0.95x at C = 128 (the same machine, SkylakeX
-# kernel, 41 interleaved runs).
+# 0.96-0.97x the time at C = 384 and 768 and 0.95x at C = 128 (another, slower 2-core AMD
+# EPYC, one thread, 41 interleaved runs).
 ADAMW_BLOCK = 1 << 15
 ADAMW_WHOLE = 1 << 17
 
