@@ -751,7 +751,9 @@ def build_parser():
                         "attention with and without dropout, flash attention, GQA, softmax "
                         "cross-entropy, AdamW, embedding), forward + backward at the small "
                         "shapes: plain vs the chosen kernels (with --vs-torch also PyTorch's "
-                        "op), then flash attention's memory and time at T=256 and T=1024")
+                        "op; with more than one thread also the chosen kernels as train "
+                        "--threads N runs them), then flash attention's memory and time at "
+                        "T=256 and T=1024")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating rounds, the median is kept (default 7; gpt2-finetune: 3)")
     p.add_argument("--steps", type=int, default=None,

@@ -407,7 +407,44 @@ def test_kernel_table_times_every_kernel_of_both_models():
     for row in res["rows"]:
         assert row["plain_ms"] > 0 and row["ours_ms"] > 0 and "torch_ms" not in row
     text = bench.format_kernels(res)
-    assert res["cpu"] in text and "ours/plain" in text and "torch" not in text.split("\n")[4]
+    header = next(line for line in text.splitlines() if line.startswith("kernel "))
+    assert res["cpu"] in text and "ours/plain" in header and "torch" not in header
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a team needs two cores")
+def test_kernel_table_with_two_threads_times_the_teams_kernels():
+    # with two threads, a row also times ours as `train --threads 2` runs it; not AdamW,
+    # whose update runs on one thread in that step
+    res = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES, threads=2,
+                              names={"GELU (tanh)", "attention, causal", "AdamW, 12 C^2 params"})
+    rows = {r["kernel"]: r for r in res["rows"]}
+    assert res["team_threads"] == 2
+    for name in ("GELU (tanh)", "attention, causal"):
+        assert rows[name]["team_ms"] > 0 and rows[name]["team_vs_ours"] > 0
+    assert "team_ms" not in rows["AdamW, 12 C^2 params"]
+    text = bench.format_kernels(res)
+    assert "team ms" in text and "train --threads 2" in text
+    one = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES, threads=1, names={"GELU (tanh)"})
+    assert one["team_threads"] == 1 and "team_ms" not in one["rows"][0]
+    assert "team" not in bench.format_kernels(one)
+
+
+def test_the_teams_kernels_run_on_the_shares_of_the_batch():
+    from numpygpt.bench import kernels as K
+    from numpygpt.kernels import FAST
+
+    seen = []
+
+    def gelu_forward(x):
+        seen.append(x.shape)
+        return FAST["gelu_forward"](x)
+
+    closures = K._team_closures({**TINY_SHAPES, "B": 3}, 2, {**FAST, "gelu_forward": gelu_forward})
+    assert "AdamW, 12 C^2 params" not in closures and len(closures["GELU (tanh)"]) == 2
+    for f in closures["GELU (tanh)"]:
+        f()
+    T, C = TINY_SHAPES["T"], TINY_SHAPES["C"]
+    assert seen == [(1, T, 4 * C), (2, T, 4 * C)]  # batch_shares(3, 2): one row, then two
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")

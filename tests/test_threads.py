@@ -11,7 +11,7 @@ from test_train import tiny, write_data
 from numpygpt.errors import ConfigError
 from numpygpt.models.gpt import GPT, GPTConfig
 from numpygpt.models.llama import Llama, LlamaConfig
-from numpygpt.training.threads import ThreadTeam, check_threads
+from numpygpt.training.threads import ThreadTeam, batch_shares, check_threads
 from numpygpt.training.train import train
 
 TWO = 2 if (os.cpu_count() or 1) >= 2 else pytest.skip("needs 2 cores", allow_module_level=True)
@@ -162,3 +162,10 @@ def test_threads_and_mpiexec_are_one_or_the_other(tmp_path):
         train(tiny(write_data(tmp_path), tmp_path / "o", threads=TWO), progress=False,
               world=TwoRanks())
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_batch_shares_are_as_even_as_they_divide_and_never_empty():
+    assert batch_shares(5, 2) == [slice(0, 2), slice(2, 5)]
+    assert batch_shares(16, 2) == [slice(0, 8), slice(8, 16)]
+    assert batch_shares(1, 2) == [slice(0, 1)]  # fewer shares than threads
+    assert batch_shares(7, 1) == [slice(0, 7)]

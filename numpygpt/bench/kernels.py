@@ -6,7 +6,9 @@ shapes (B=16, T=256, C=384, 6 heads): numpygpt's plain layer, the table's chosen
 write (F.layer_norm, F.rms_norm, F.gelu(approximate="tanh"), F.scaled_dot_product_attention,
 F.cross_entropy, torch.optim.AdamW, F.embedding), each forward then backward on the same
 inputs. Every round runs each row's contenders one after the other, and each ratio is the
-median over rounds of the per-round ratio (bench/__init__.py says why).
+median over rounds of the per-round ratio (bench/__init__.py says why). With more than one
+thread, a "team" column runs ours as `train --threads N` does (training/threads.py): N
+threads at once, each on its share of the batch with one BLAS thread.
 
 bench_flash: flash attention (kernels/flash.py) against the plain and blocked heads at T=256
 and T=1024: the memory the heads keep from forward to backward, the peak while they run
@@ -19,13 +21,16 @@ import os
 import statistics
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import layers as L
 from ..kernels import CHOICES, FLASH, PLAIN, fast, which_kernels
 from ..layers.adamw import decays
+from ..training.threads import batch_shares
 from .machine import (
     HANDOVER_SECONDS,
     blas_description,
@@ -43,11 +48,14 @@ FLASH_LENGTHS = ((256, 16), (1024, 4))  # (T, B) of bench_flash: the same tokens
 @dataclass
 class KernelCase:
     """One row: `ours(table)` makes a closure running the kernel's forward and backward with
-    that table's functions; `torch()` (None: no PyTorch op) makes PyTorch's."""
+    that table's functions; `torch()` (None: no PyTorch op) makes PyTorch's. team: whether
+    the threads of `train --threads N` share the kernel's batch (AdamW's update runs on one
+    thread in their step)."""
 
     name: str
     ours: object
     torch: object = None
+    team: bool = True
 
 
 def _floats(rng, *shape, scale=1.0):
@@ -125,7 +133,7 @@ def kernel_cases(B, T, C, nh, nkv, hidden, V, seed=0):
             (logits, targets), 1.0),
                    lambda: _torch_pair(lambda F, a: F.cross_entropy(a[0], _long(targets)),
                                        (logits,), None)),
-        KernelCase("AdamW, 12 C^2 params", adamw, lambda: _torch_adamw(rng, C)),
+        KernelCase("AdamW, 12 C^2 params", adamw, lambda: _torch_adamw(rng, C), team=False),
         KernelCase("embedding", pair("embedding_forward", "embedding_backward", (idx, wte), dx),
                    lambda: _torch_pair(lambda F, a: F.embedding(_long(idx), a[0]), (wte,), dx)),
     ]
@@ -198,6 +206,39 @@ def _torch_adamw(rng, C):
     return opt.step
 
 
+class _TeamTurn:
+    """A contender running one row's kernel as the threads of `train --threads N` run it
+    (training/threads.py): N threads at once, thread k on share k of the batch with one BLAS
+    thread. Each thread makes `reps` calls in a row before they meet again, as the team's
+    threads go through a whole step without waiting on each other: one call of this object
+    is `reps` calls of the kernel (_interleaved divides by it)."""
+
+    def __init__(self, closures, pool, blas):
+        self.closures, self.pool, self.blas, self.reps = closures, pool, blas, 1
+
+    def _calls(self, f):
+        for _ in range(self.reps):
+            f()
+
+    def __call__(self):
+        with self.blas.limit(limits=1, user_api="blas"):  # one core per thread
+            futures = [self.pool.submit(self._calls, f) for f in self.closures[1:]]
+            self._calls(self.closures[0])  # share 0 on the caller's thread, as the team does
+            for f in futures:
+                f.result()
+
+
+def _team_closures(shapes, threads, table):
+    """{row name: [one closure per share]}: the rows' kernels on the batch shares of
+    `threads` threads (batch_shares), each share's inputs drawn at its own size."""
+    rows = {}
+    for k, share in enumerate(batch_shares(shapes["B"], threads)):
+        for case in kernel_cases(**{**shapes, "B": share.stop - share.start}, seed=k + 1):
+            if case.team:
+                rows.setdefault(case.name, []).append(case.ours(table))
+    return rows
+
+
 def _threads(threads, vs_torch):
     """Limit numpy's BLAS (and PyTorch's, imported first so that the limit reaches it).
     Returns the threads each runs on: 1 without PyTorch, where no pause is needed between
@@ -228,7 +269,13 @@ def _interleaved(fns, rounds, threads=1, turn=TURN_SECONDS):
         t0 = time.perf_counter()
         f()
         calls[name] = max(1, int(turn / max(time.perf_counter() - t0, 1e-9)))
-    return fair_turns(fns, rounds, calls, threads)
+        if isinstance(f, _TeamTurn):  # its threads make the calls, meeting once per turn
+            f.reps, calls[name] = calls[name], 1
+    times = fair_turns(fns, rounds, calls, threads)
+    for name, f in fns.items():
+        if isinstance(f, _TeamTurn):
+            times[name] = [t / f.reps for t in times[name]]
+    return times
 
 
 def _ratio(a, b):
@@ -237,28 +284,48 @@ def _ratio(a, b):
 
 def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=None):
     """Time every row of kernel_cases: plain, ours (the chosen table) and, with vs_torch,
-    PyTorch's op, interleaved over `rounds`. names: only these rows (tests).
-    Returns a dict with one entry per row (ms medians and the median ratios)."""
+    PyTorch's op, interleaved over `rounds`; with more than one thread (`threads`, or all the
+    cores) also ours as `train --threads N` runs it (_TeamTurn). names: only these rows
+    (tests). Returns a dict with one entry per row (ms medians and the median ratios)."""
     n_threads = _threads(threads, vs_torch)
     shapes = {**SHAPES, **(shapes or {})}
+    team_threads = min(threads or os.cpu_count() or 1, shapes["B"])  # no thread without rows
     table = CHOICES[which_kernels()]
+    team = _team_closures(shapes, team_threads, table) if team_threads > 1 else {}
+    if team:  # OpenBLAS's idle worker would spin on the core a thread of the team needs
+        n_threads = max(n_threads, team_threads)
+    pool = ThreadPoolExecutor(team_threads - 1, thread_name_prefix="numpygpt-bench") \
+        if team else None
+    blas = ThreadpoolController() if team else None
     rows = []
-    for case in kernel_cases(**shapes):
-        if names and case.name not in names:
-            continue
-        fns = {"plain": case.ours(PLAIN), "ours": case.ours(table)}
-        if vs_torch and case.torch is not None:
-            fns["torch"] = case.torch()
-        t = _interleaved(fns, rounds, n_threads)
-        row = {"kernel": case.name, **{f"{n}_ms": 1e3 * statistics.median(s) for n, s in t.items()},
-               "ours_vs_plain": _ratio(t["ours"], t["plain"])}
-        if "torch" in t:
-            row["ours_vs_torch"] = _ratio(t["ours"], t["torch"])
-            row["plain_vs_torch"] = _ratio(t["plain"], t["torch"])
-        rows.append(row)
+    try:
+        for case in kernel_cases(**shapes):
+            if names and case.name not in names:
+                continue
+            fns = {"plain": case.ours(PLAIN), "ours": case.ours(table)}
+            if case.name in team:
+                fns["team"] = _TeamTurn(team[case.name], pool, blas)
+            if vs_torch and case.torch is not None:
+                fns["torch"] = case.torch()
+            t = _interleaved(fns, rounds, n_threads)
+            row = {"kernel": case.name,
+                   **{f"{n}_ms": 1e3 * statistics.median(s) for n, s in t.items()},
+                   "ours_vs_plain": _ratio(t["ours"], t["plain"])}
+            if "team" in t:
+                row["team_vs_ours"] = _ratio(t["team"], t["ours"])
+            if "torch" in t:
+                row["ours_vs_torch"] = _ratio(t["ours"], t["torch"])
+                row["plain_vs_torch"] = _ratio(t["plain"], t["torch"])
+                if "team" in t:
+                    row["team_vs_torch"] = _ratio(t["team"], t["torch"])
+            rows.append(row)
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
     res = {"shapes": shapes, "rounds": rounds, "turn_s": TURN_SECONDS,
            "kernels": which_kernels(), "cpu": cpu_name(), "blas": blas_description(), "rows": rows,
-           "handover_s": HANDOVER_SECONDS if n_threads > 1 else 0.0}
+           "handover_s": HANDOVER_SECONDS if n_threads > 1 else 0.0,
+           "team_threads": team_threads if team else 1}
     if vs_torch:
         import torch
 
@@ -281,16 +348,28 @@ def format_kernels(r):
              "kernels/flash.py"
              + (f"; before each timed call a {r['handover_s']:g} s pause (the idle worker threads "
                 "of the call before stop spinning) and one untimed call" if r.get("handover_s")
-                else ""), "",
-             f"{'kernel':<28}{'plain ms':>10}{'ours ms':>10}"
-             + (f"{'torch ms':>10}{'ours/torch':>12}{'plain/torch':>13}" if vs else "")
-             + f"{'ours/plain':>12}"]
+                else "")]
+    n = r.get("team_threads", 1)
+    if n > 1:
+        lines.append(f"team = ours as `train --threads {n}` runs it: {n} threads at once, each on "
+                     f"its share of the batch (B={s['B']} in {n}) with one BLAS thread; AdamW has "
+                     "none (that step updates the weights on one thread)")
+    lines += ["", f"{'kernel':<28}{'plain ms':>10}{'ours ms':>10}"
+              + (f"{'torch ms':>10}{'ours/torch':>12}{'plain/torch':>13}" if vs else "")
+              + f"{'ours/plain':>12}"
+              + (f"{'team ms':>10}" + (f"{'team/torch':>12}" if vs else f"{'team/ours':>11}")
+                 if n > 1 else "")]
     for row in r["rows"]:
         line = f"{row['kernel']:<28}{row['plain_ms']:10.2f}{row['ours_ms']:10.2f}"
         if vs:
             line += (f"{row['torch_ms']:10.2f}{row['ours_vs_torch']:11.2f}x"
                      f"{row['plain_vs_torch']:12.2f}x" if "torch_ms" in row else f"{'':35}")
-        lines.append(line + f"{row['ours_vs_plain']:11.2f}x")
+        line += f"{row['ours_vs_plain']:11.2f}x"
+        if "team_ms" in row:
+            ratio = row.get("team_vs_torch") if vs else row["team_vs_ours"]
+            line += f"{row['team_ms']:10.2f}" + (f"{ratio:11.2f}x" if ratio is not None
+                                                 else f"{'':12}")
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

@@ -47,6 +47,14 @@ def check_threads(threads, cores=None):
     return int(threads)
 
 
+def batch_shares(B, threads):
+    """The rows [a, b) of a batch of B that each of `threads` threads takes, as even as they
+    divide; no thread without rows (fewer shares than threads when B < threads)."""
+    n = min(threads, B)
+    cuts = [B * k // n for k in range(n + 1)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
 class ThreadTeam:
     """forward + backward of one batch over `threads` threads, each on its rows of the batch.
 
@@ -74,11 +82,7 @@ class ThreadTeam:
         return replicas
 
     def _shares(self, B):
-        """The rows [a, b) of a batch of B each thread takes, as even as they divide; no
-        thread without rows."""
-        n = min(self.threads, B)
-        cuts = [B * k // n for k in range(n + 1)]
-        return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return batch_shares(B, self.threads)
 
     @staticmethod
     def _weights(y, shares):
@@ -143,4 +147,4 @@ class ThreadTeam:
             self._pool.shutdown(wait=True)
 
 
-__all__ = ["ThreadTeam", "check_threads"]
+__all__ = ["ThreadTeam", "batch_shares", "check_threads"]
