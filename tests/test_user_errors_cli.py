@@ -144,7 +144,9 @@ def test_a_broken_backward_in_a_real_process_prints_the_traceback(fresh, tmp_pat
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback_of_a_user_error(how, tmp_path, monkeypatch, capsys):
-    argv = ["train", *FAST, "--data", str(tmp_path / "missing.txt")]
+    # --out in tmp_path: an `out` folder where the tests run (the README's `train` makes one)
+    # would be refused first
+    argv = ["train", *FAST, "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]
     if how == "flag":
         argv = ["--debug", *argv]
     else:
@@ -155,7 +157,8 @@ def test_debug_shows_the_traceback_of_a_user_error(how, tmp_path, monkeypatch, c
 
 def test_numpygpt_debug_0_keeps_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NUMPYGPT_DEBUG", "0")
-    code, _, err = run(["train", *FAST, "--data", tmp_path / "missing.txt"], capsys)
+    code, _, err = run(["train", *FAST, "--data", tmp_path / "missing.txt",
+                        "--out", tmp_path / "o"], capsys)
     one_line_error(code, err, "does not exist")
 
 
