@@ -398,7 +398,7 @@ TINY_SHAPES = dict(B=2, T=16, C=24, nh=2, nkv=1, hidden=32, V=11)
 
 
 def test_kernel_table_times_every_kernel_of_both_models():
-    res = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES)
+    res = bench.bench_kernels(rounds=1, shapes=TINY_SHAPES, threads=1)  # no team: below
     names = [r["kernel"] for r in res["rows"]]
     for kernel in ("layer norm", "RMSNorm", "GELU (tanh)", "SwiGLU MLP", "attention, causal",
                    "attention, dropout 0.2", "flash attention, causal", "GQA heads",
@@ -481,6 +481,9 @@ def test_bench_kernels_cli(monkeypatch, capsys, tmp_path):
     assert bench.memory_note(kept) in text
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 12 and len(saved["flash"]) == 2  # dropout 0 and 0.2
+    # all the cores by default: with two or more, the team's column (B=2: two threads at most)
+    assert saved["team_threads"] == min(os.cpu_count() or 1, 2)
+    assert ("team_ms" in saved["rows"][0]) == (saved["team_threads"] > 1)
     assert saved["freed_memory_kept"] is kept
     assert main(["bench", "--kernels", "--profile"]) == 1
 
