@@ -30,7 +30,7 @@ from threadpoolctl import ThreadpoolController
 from .. import layers as L
 from ..kernels import CHOICES, FLASH, PLAIN, fast, which_kernels
 from ..layers.adamw import decays
-from ..training.threads import batch_shares
+from ..training.threads import batch_shares, in_threads
 from .machine import (
     HANDOVER_SECONDS,
     blas_description,
@@ -216,16 +216,12 @@ class _TeamTurn:
     def __init__(self, closures, pool, blas):
         self.closures, self.pool, self.blas, self.reps = closures, pool, blas, 1
 
-    def _calls(self, f):
+    def _calls(self, k):  # thread k: its share's kernel, reps times
         for _ in range(self.reps):
-            f()
+            self.closures[k]()
 
     def __call__(self):
-        with self.blas.limit(limits=1, user_api="blas"):  # one core per thread
-            futures = [self.pool.submit(self._calls, f) for f in self.closures[1:]]
-            self._calls(self.closures[0])  # share 0 on the caller's thread, as the team does
-            for f in futures:
-                f.result()
+        in_threads(self.pool, self.blas, self._calls, len(self.closures))  # as the team does
 
 
 def _team_closures(shapes, threads, table):

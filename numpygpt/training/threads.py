@@ -55,6 +55,15 @@ def batch_shares(B, threads):
     return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
+def in_threads(pool, blas, work, n):
+    """[work(0), ..., work(n - 1)], work(k) in thread k: 0 the caller's, the others the pool's
+    (n - 1 workers); blas, a threadpoolctl.ThreadpoolController, holds BLAS at one thread
+    meanwhile (one core per thread)."""
+    with blas.limit(limits=1, user_api="blas"):
+        futures = [pool.submit(work, k) for k in range(1, n)]
+        return [work(0)] + [f.result() for f in futures]
+
+
 class ThreadTeam:
     """forward + backward of one batch over `threads` threads, each on its rows of the batch.
 
@@ -95,11 +104,7 @@ class ThreadTeam:
         return [c / total for c in counts]
 
     def _in_threads(self, work, n):
-        """[work(0), ..., work(n - 1)], work(k) in thread k (0: the caller's), one BLAS thread
-        each."""
-        with self._blas.limit(limits=1, user_api="blas"):  # one core per thread
-            futures = [self._pool.submit(work, k) for k in range(1, n)]
-            return [work(0)] + [f.result() for f in futures]
+        return in_threads(self._pool, self._blas, work, n)
 
     def loss_and_grads(self, x, y):
         """(mean loss over the batch, {name: gradient}) of x, y (B, T), B >= 1."""
@@ -147,4 +152,4 @@ class ThreadTeam:
             self._pool.shutdown(wait=True)
 
 
-__all__ = ["ThreadTeam", "batch_shares", "check_threads"]
+__all__ = ["ThreadTeam", "batch_shares", "check_threads", "in_threads"]
