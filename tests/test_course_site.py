@@ -363,7 +363,9 @@ def test_a_stopped_build_ends_in_one_line_and_leaves_the_old_site(tmp_path, sig,
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "numpygpt-course-cache"  # shared with the stub runs
+    # shared with the stub runs when they run in this process (with -n, each worker has its own
+    # base folder, so a worker trains the course model for itself)
+    cache = tmp_path_factory.getbasetemp() / "numpygpt-course-cache"
     cache.mkdir(exist_ok=True)
     out = tmp_path_factory.mktemp("course") / "site"
     lines = []

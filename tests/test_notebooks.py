@@ -149,7 +149,8 @@ def test_every_exercise_has_a_solution_and_every_question_an_answer(path):
 
 @pytest.fixture(scope="module")
 def course_cache(tmp_path_factory):
-    """One model cache for every course run of the session (09 trains, 10, 11, 14 reuse)."""
+    """One model cache for every course run of this process (09 trains, 10, 11, 14 reuse; the
+    site build's too when it runs in the same worker)."""
     path = tmp_path_factory.getbasetemp() / "numpygpt-course-cache"
     path.mkdir(exist_ok=True)
     return path
