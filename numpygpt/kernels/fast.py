@@ -37,7 +37,7 @@ from ..layers.attention import (
     AttentionCoreCache,
     causal_mask,
     draw_dropout,
-    masked_softmax_,
+    softmax_,
     softmax_backward_,
 )
 from ..layers.gelu import _A, _K  # GELU's constants: sqrt(2/pi) and 0.044715
@@ -112,7 +112,10 @@ def attention_core_forward(qkv, n_head, attn_pdrop=0.0, rng=None):
         for t0, t1 in _query_blocks(T):
             a = att[b, :, t0:t1, :t1]  # (g, nh, n, t1) this block's visible scores
             np.matmul(qs[b, :, t0:t1], k[b, :, :t1].swapaxes(-1, -2), out=a)
-            masked_softmax_(a, mask[t0:t1, :t1])  # probabilities, in place
+            # the causal mask, -inf where key s > query t: only the keys [t0, t1) can be in
+            # a row's future (the mask's zeros elsewhere would change nothing)
+            a[..., t0:] += mask[t0:t1, t0:t1]
+            softmax_(a)  # probabilities, in place
             p = a if drop_mask is None else a * drop_mask[b, :, t0:t1, :t1]
             np.matmul(p, v[b, :, :t1], out=y_heads[b, :, t0:t1])  # (g, nh, n, hs)
     return y, AttentionCoreCache(q, k, v, att, drop_mask)
@@ -188,7 +191,8 @@ def gqa_core_forward(q, k, v):
         for t0, t1 in _query_blocks(T):
             a = att5[b, :, :, t0:t1, :t1]  # (gb, nkv, g, n, t1) the block's visible scores
             np.matmul(qs[b, :, :, t0:t1], kt[b, ..., :t1], out=a)
-            masked_softmax_(a, mask[t0:t1, :t1])  # probabilities, in place
+            a[..., t0:] += mask[t0:t1, t0:t1]  # the future: only among the keys [t0, t1)
+            softmax_(a)  # probabilities, in place
             np.matmul(a, v1[b, :, :, :t1], out=y5[b, :, :, t0:t1])  # (gb, nkv, g, n, hs)
     return y.reshape(B, T, nh * hs), GQACoreCache(q, k, v, att)
 

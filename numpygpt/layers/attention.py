@@ -91,6 +91,12 @@ def masked_softmax_(att, mask=None):
     """In place: scores (..., T, T) -> causal softmax probabilities along the last axis.
     mask: the additive causal mask for these rows and columns (default: causal_mask(T))."""
     att += causal_mask(att.shape[-1], att.dtype) if mask is None else mask  # -inf where s > t
+    softmax_(att)
+
+
+def softmax_(att):
+    """In place: scores (..., n) -> softmax probabilities along the last axis (the entries
+    already masked, -inf, become exact zeros)."""
     # stable: subtract the row max (fmax.reduce: the same here, and faster than max)
     att -= np.fmax.reduce(att, axis=-1, keepdims=True)
     np.exp(att, out=att)
