@@ -93,13 +93,14 @@ def _transposed(a):
     OpenBLAS packs more slowly than a plain one; a contiguous copy, made once per group of
     sequences and read by the g query heads that share it, costs less than it saves. On the
     2-core AMD EPYC (OpenBLAS SkylakeX kernel, small shapes), the heads' forward + backward
-    took 0.90-0.93x the time with one thread and 0.95-0.98x with two. The same products of
-    the same numbers: the same bits.
+    took 0.90-0.95x the time with one thread and 0.95-0.99x with two (four runs each). The
+    same products of the same numbers: the same bits.
 
     The attention heads (one query head per key head) gain less and lose with two threads:
     there the products q k^T took 7.7-7.8 ms from a contiguous k^T against 10.0-10.4 ms, but
     the copies took 1.7 ms (the whole of k, a transposing copy: one float per ns). Forward +
-    backward with them: 0.94-0.98x with one thread, 1.01-1.05x with two. They do without."""
+    backward with them: 0.94-0.98x with one thread, 0.97-1.05x with two (three of four runs
+    above 1). They do without."""
     return np.ascontiguousarray(a.swapaxes(-1, -2))
 
 
