@@ -53,12 +53,22 @@ def _split(work, N):
 
 
 def _tiles(v, N, C):
-    """v (C,) repeated down the rows of one block: (rows, C). A NumPy operation that broadcasts
-    a (C,) vector over a (rows, C) block runs its inner loop once per row, and with C in the
-    hundreds that per-row start costs more than the arithmetic: x * w took 9 us per 65k
-    float32 elements where x * (a block-shaped w) took 3 us (the 2-core AMD EPYC). The same
+    """v (C,) as the operand a block of rows multiplies or adds: (rows, C) or (1, C).
+
+    A NumPy operation that broadcasts a (C,) vector over a (rows, C) block runs its inner
+    loop once per row, and with C in the hundreds that per-row start costs more than the
+    arithmetic: x * w took 9 us per 65k float32 elements where x * (a block-shaped w) took 3 us
+    (the 2-core AMD EPYC). So v is repeated down a block's rows once per call, and every block
+    reuses that copy. The copy is itself a pass, so with all the rows in one block it costs
+    more than it saves: there (the `baby` config's 768 rows of 128, for one), layer norm's
+    forward + backward took 0.90-0.95x the time without it, and 0.95-0.97x at 512 rows of 384
+    and 2048 of 128; with two blocks both ways took the same time, with six the copy won
+    (0.97x). One thread, the AMD EPYC with OpenBLAS's SkylakeX kernel, 2026-12-07. The same
     products, so the same numbers."""
-    return np.broadcast_to(v, (min(N, max(1, BLOCK // C)), C)).copy()
+    rows = max(1, BLOCK // C)
+    if N <= rows:  # one block: broadcast v
+        return v.reshape(1, C)
+    return np.broadcast_to(v, (rows, C)).copy()
 
 
 def layernorm_forward(x, w, b, eps=EPS):
@@ -71,7 +81,7 @@ def layernorm_forward(x, w, b, eps=EPS):
     mean = np.empty((N, 1), dtype=x.dtype)
     rstd = np.empty((N, 1), dtype=x.dtype)
     ones_c = np.full(C, dt(1.0 / C), dtype=x.dtype)  # x @ ones_c: the row means, by BLAS
-    wt, bt = _tiles(w, N, C), _tiles(b, N, C)  # w and b as whole blocks: see _tiles
+    wt, bt = _tiles(w, N, C), _tiles(b, N, C)  # w and b shaped for a block: see _tiles
 
     def rows(r0, r1):
         for a, z in _row_blocks(r0, r1, C):
