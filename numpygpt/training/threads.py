@@ -90,9 +90,6 @@ class ThreadTeam:
             replicas.append(r)
         return replicas
 
-    def _shares(self, B):
-        return batch_shares(B, self.threads)
-
     @staticmethod
     def _weights(y, shares):
         """n_k / n: each share's targets (the entries of y that are not -1, which the loss
@@ -103,13 +100,10 @@ class ThreadTeam:
             return [(s.stop - s.start) / len(y) for s in shares]
         return [c / total for c in counts]
 
-    def _in_threads(self, work, n):
-        return in_threads(self._pool, self._blas, work, n)
-
     def loss_and_grads(self, x, y):
         """(mean loss over the batch, {name: gradient}) of x, y (B, T), B >= 1."""
         B = x.shape[0]
-        shares = self._shares(B)
+        shares = batch_shares(B, self.threads)
         # every call draws the replicas' dropout seeds from the model's generator, which
         # every checkpoint keeps: a resumed run draws the same masks
         seeds = self.model.rng.integers(2**63, size=self.threads - 1)  # none for one thread
@@ -122,7 +116,7 @@ class ThreadTeam:
             _, loss = replicas[k].forward(x[shares[k]], y[shares[k]])
             return loss, replicas[k].backward()
 
-        results = self._in_threads(work, len(shares))
+        results = in_threads(self._pool, self._blas, work, len(shares))
         weights = self._weights(y, shares)
         loss = sum(w * r[0] for w, r in zip(weights, results, strict=True))
         grads = results[0][1]
@@ -139,12 +133,14 @@ class ThreadTeam:
         if self.model.training:
             raise ValueError("ThreadTeam.loss evaluates: call model.eval() first")
         B = x.shape[0]
-        shares = self._shares(B)
+        shares = batch_shares(B, self.threads)
         if len(shares) == 1:
             return self.model.forward(x, y)[1]
         replicas = self._replicas([None] * (len(shares) - 1))  # eval mode: no dropout
-        losses = self._in_threads(
-            lambda k: replicas[k].forward(x[shares[k]], y[shares[k]])[1], len(shares))
+        def work(k):
+            return replicas[k].forward(x[shares[k]], y[shares[k]])[1]
+
+        losses = in_threads(self._pool, self._blas, work, len(shares))
         return sum(w * loss for w, loss in zip(self._weights(y, shares), losses, strict=True))
 
     def close(self):
