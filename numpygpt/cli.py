@@ -158,6 +158,10 @@ def cmd_train(args):
     if world.size > 1 and world.is_root:
         print(f"data-parallel on {world.size} MPI processes: {cfg.batch_size // world.size} "
               f"rows of each batch per process", flush=True)
+    elif world.size == 1:
+        line = _threads_line(cfg.threads, cfg.batch_size, os.cpu_count() or 1)
+        if line:
+            print(line, flush=True)
     # A run that blows up ends in one line ("loss became nan at step 7 ..."); NumPy's overflow
     # warnings on the way there are noise, except when debugging.
     quiet = contextlib.nullcontext() if args.debug else np.errstate(all="ignore")
@@ -185,6 +189,18 @@ def cmd_train(args):
         print("-" * 71)
         print(f"more: python -m numpygpt sample --ckpt {cfg.out} --prompt \"...\"")
     return 0
+
+
+def _threads_line(threads, batch_size, cores):
+    """The banner's line on how a one-process run uses the cores ("" on a one-core machine
+    running one thread): what --threads N does is easy to miss, and worth knowing of."""
+    if threads > 1:
+        return (f"{threads} threads share each batch of {batch_size} rows, one BLAS thread each "
+                f"(--threads)")
+    if cores > 1:
+        return (f"one thread runs each step (BLAS's threads its matrix products); --threads N "
+                f"(N <= {cores}, the cores) shares each batch among N threads: docs/training.md")
+    return ""
 
 
 def _losses(m):

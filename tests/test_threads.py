@@ -152,6 +152,27 @@ def test_cli_threads_mistakes_are_one_line(tmp_path, capsys):
         assert not (tmp_path / "o" / "checkpoint").exists()  # refused before any work
 
 
+def test_the_banner_says_how_the_step_uses_the_cores(tmp_path, capsys, monkeypatch):
+    """One thread on a machine with more cores: the banner points at --threads (a user
+    would not find it otherwise); with --threads, it says the threads share the batch; on one
+    core, one thread, it says nothing."""
+    from numpygpt.cli import _threads_line
+
+    assert _threads_line(1, 12, 1) == ""
+    assert "--threads N (N <= 8, the cores)" in _threads_line(1, 12, 8)
+    assert _threads_line(2, 12, 8).startswith("2 threads share each batch of 12 rows")
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    data = write_data(tmp_path)
+    for extra, needle in (([], "--threads N (N <= 4, the cores)"),
+                          (["--threads", "2"], "2 threads share each batch of 8 rows")):
+        code, out, err = run(["train", "--preset", "tiny", "--data", data, "--out",
+                              tmp_path / "o", "--max-iters", "1", "--overwrite",
+                              "--no-progress", *extra], capsys)
+        assert code == 0, err
+        assert out.splitlines()[1] == _threads_line(int(extra[1]) if extra else 1, 8, 4), out
+        assert needle in out
+
+
 def test_threads_and_mpiexec_are_one_or_the_other(tmp_path):
     from numpygpt.training import parallel as par
 
