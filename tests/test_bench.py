@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -506,10 +507,28 @@ def test_contenders_on_several_threads_wait_for_the_idle_workers_before_each_tim
     monkeypatch.setattr(machine.time, "sleep", lambda s: log.append(("sleep", s)))
     machine.hand_over(1, lambda: log.append("warm"))
     assert log == []  # one thread: no workers, no pause
-    machine.hand_over(2, lambda: log.append("warm"))
-    assert log == [("sleep", machine.HANDOVER_SECONDS), "warm"]
     assert machine.HANDOVER_SECONDS >= 0.2  # OpenBLAS's workers spin about 0.1 s
+    # after the pause, untimed calls for WARM_UP_SECONDS: the machine wakes threads that hand
+    # the GIL to each other slowly for a while after a pause
+    assert machine.WARM_UP_SECONDS >= 0.05
+    monkeypatch.setattr(machine, "WARM_UP_SECONDS", 0.02)
+    t0 = time.perf_counter()
+    machine.hand_over(2, lambda: log.append("warm"))
+    assert time.perf_counter() - t0 >= 0.02
+    assert log[0] == ("sleep", machine.HANDOVER_SECONDS) and set(log[1:]) == {"warm"}
+    assert len(log) > 3  # a fast call runs many times over the warm-up
     log.clear()
+
+    def slow():  # one call longer than the warm-up: it runs once
+        log.append("slow")
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.03:
+            pass
+
+    machine.hand_over(2, slow)
+    assert log == [("sleep", machine.HANDOVER_SECONDS), "slow"]
+    log.clear()
+    monkeypatch.setattr(machine, "WARM_UP_SECONDS", 0.0)  # one untimed call, as below
     times = K._interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
                            rounds=2, threads=2, turn=0)
     pause = ("sleep", machine.HANDOVER_SECONDS)

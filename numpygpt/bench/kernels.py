@@ -33,6 +33,7 @@ from ..layers.adamw import decays
 from ..training.threads import batch_shares, in_threads
 from .machine import (
     HANDOVER_SECONDS,
+    WARM_UP_SECONDS,
     blas_description,
     cpu_name,
     fair_turns,
@@ -259,7 +260,7 @@ def _interleaved(fns, rounds, threads=1, turn=TURN_SECONDS):
     """{name: [seconds per call, one per round]}: after one warm-up call each, each round
     times every fn in turn over as many calls in a row as fill `turn` seconds (at least one;
     the warm-up call's time decides how many). With more than one thread, machine.hand_over's
-    pause and an untimed call come before every turn."""
+    pause and untimed calls come before every turn."""
     calls = {}
     for name, f in fns.items():
         t0 = time.perf_counter()
@@ -321,6 +322,7 @@ def bench_kernels(rounds=7, threads=None, vs_torch=False, shapes=None, names=Non
     res = {"shapes": shapes, "rounds": rounds, "turn_s": TURN_SECONDS,
            "kernels": which_kernels(), "cpu": cpu_name(), "blas": blas_description(), "rows": rows,
            "handover_s": HANDOVER_SECONDS if n_threads > 1 else 0.0,
+           "warm_up_s": WARM_UP_SECONDS if n_threads > 1 else 0.0,
            "team_threads": team_threads if team else 1}
     if vs_torch:
         import torch
@@ -343,8 +345,8 @@ def format_kernels(r):
              f"ours = the '{r['kernels']}' kernel table (NUMPYGPT_KERNELS); flash rows: "
              "kernels/flash.py"
              + (f"; before each timed call a {r['handover_s']:g} s pause (the idle worker threads "
-                "of the call before stop spinning) and one untimed call" if r.get("handover_s")
-                else "")]
+                f"of the call before stop spinning) and {r['warm_up_s']:g} s of untimed calls"
+                if r.get("handover_s") else "")]
     n = r.get("team_threads", 1)
     if n > 1:
         lines.append(f"team = ours as `train --threads {n}` runs it: {n} threads at once, each on "

@@ -83,18 +83,32 @@ def limit_threads(threads):
 # on the 2-core AMD EPYC, PyTorch's `baby` step took 49 ms right after numpygpt's rounds and
 # 37 ms after a pause. A pause alone is not enough either: a library whose workers have gone
 # to sleep pays to wake them on its next call (PyTorch's layer norm, 1 ms back to back, took
-# 11 ms as the first call after a pause). So each turn waits, then runs once untimed.
+# 11 ms as the first call after a pause). So each turn waits, then runs untimed for a while.
+#
+# Once is not always enough. Threads of our own that share a kernel (`train --threads 2`'s,
+# bench's team column) hand NumPy's GIL to each other between calls, and after a pause the
+# machine wakes a waiting thread slowly for a while: on the 2-core AMD EPYC (KVM), GELU's
+# forward + backward on two threads took 13-22 ms in the calls after a 0.25 s pause, even after
+# one or two untimed calls, against 12 ms back to back; after 0.05-0.1 s of untimed calls, 11.5
+# ms. One thread took the same time either way, and so did PyTorch's GELU on two threads (its
+# OpenMP threads spin while they wait); its shorter kernels gained too. So the untimed calls
+# go on for WARM_UP_SECONDS, as a step's kernels run in the middle of a busy run.
 HANDOVER_SECONDS = 0.25
+WARM_UP_SECONDS = 0.1
 
 
 def hand_over(threads, warm_up):
     """Before timing a contender right after another, with more than one thread: wait
     HANDOVER_SECONDS for the idle workers of the one before to stop spinning, then call
-    warm_up() once, untimed, so that the timed calls find their own workers awake, as they are
-    in training. With one thread there are no workers: nothing to do."""
+    warm_up() untimed, at least once and for WARM_UP_SECONDS, so that the timed calls find
+    their own threads awake, as they are in training. With one thread there are no workers:
+    nothing to do."""
     if threads > 1:
         time.sleep(HANDOVER_SECONDS)
+        t0 = time.perf_counter()
         warm_up()
+        while time.perf_counter() - t0 < WARM_UP_SECONDS:
+            warm_up()
 
 
 def seconds_per_call(step, n):
@@ -109,7 +123,7 @@ def fair_turns(contenders, rounds, calls=1, threads=1):
     """{name: [seconds per call, one per round]} of contenders {name: fn}, timed in turns:
     every round times each fn over `calls` calls in a row (an int, or {name: int}), so that
     drift in the machine's speed hits all alike. With threads > 1 each turn starts with
-    hand_over (a pause and an untimed call); give threads=1 where no other library's workers
+    hand_over (a pause and untimed calls); give threads=1 where no other library's workers
     can be spinning. The caller warms the contenders up first."""
     times = {name: [] for name in contenders}
     for _ in range(rounds):
