@@ -137,6 +137,7 @@ class ThreadTeam:
         if len(shares) == 1:
             return self.model.forward(x, y)[1]
         replicas = self._replicas([None] * (len(shares) - 1))  # eval mode: no dropout
+
         def work(k):
             return replicas[k].forward(x[shares[k]], y[shares[k]])[1]
 
