@@ -6,8 +6,8 @@ once already (three notebooks missing from its course table, "21" notebooks wher
 
 - the course table lists every notebook in notebooks/, in order, in both READMEs, and every
   sentence that counts the notebooks gives their number;
-- the package map lists every folder and top-level module of numpygpt/ that a reader opens,
-  the same ones in both;
+- the package map lists every folder and top-level module of numpygpt/ (but `__init__` and
+  `__main__`), the same ones in both;
 - the results tables give the same figures (the bold ones, read as numbers).
 """
 
