@@ -198,8 +198,9 @@ def _threads_line(threads, batch_size, cores):
         return (f"{threads} threads share each batch of {batch_size} rows, one BLAS thread each "
                 f"(--threads)")
     if cores > 1:
-        return (f"one thread runs each step (BLAS's threads its matrix products); --threads N "
-                f"(N <= {cores}, the cores) shares each batch among N threads: docs/training.md")
+        return (f"one thread runs each step and BLAS's threads run its matrix products; "
+                f"--threads N (N <= {cores}, the cores) shares each batch among N threads: "
+                f"docs/training.md")
     return ""
 
 
